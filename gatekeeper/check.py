@@ -1,0 +1,138 @@
+"""``gatekeeper check``: bundle in, verdict and reports out.
+
+Order matters: every hash and every gate parameter is checked before a model
+is loaded, and reports are written only once the verdict exists, so a bad
+bundle costs seconds and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekeeper import __version__
+from gatekeeper.basemodel import ResolvedBase, cache_root, resolve_base
+from gatekeeper.bundle import LoadedBundle, build_gates, load_bundle
+from gatekeeper.cache import CachedRuntime, ResponseCache
+from gatekeeper.engine import PhaseReporter, run_gates
+from gatekeeper.errors import BundleError
+from gatekeeper.hashing import sha256_json
+from gatekeeper.reports import write_reports
+from gatekeeper.verdict import BundleSummary, Verdict, exit_code_for
+
+
+@dataclass
+class Prepared:
+    bundle: LoadedBundle
+    gates: list
+    base: ResolvedBase
+    runtime: object  # an HFRuntime, before any weights are loaded
+
+
+def adapter_sha256(bundle: LoadedBundle) -> str:
+    return sha256_json(bundle.manifest.adapter.files)
+
+
+def prepare(path: str | Path, *, device: str | None = None) -> Prepared:
+    """Everything short of loading weights: hashes, gates, base identity, tokenizer."""
+    from gatekeeper.hf_runtime import HFRuntime
+
+    bundle = load_bundle(path)
+    gates = build_gates(bundle.manifest)
+    manifest = bundle.manifest
+    base = resolve_base(manifest.base.ref, relative_to=bundle.root)
+    if base.sha256 != manifest.base.sha256:
+        raise BundleError(
+            f"adapter was trained for base sha256 {manifest.base.sha256[:12]}…, "
+            f"but {manifest.base.ref!r} is {base.sha256[:12]}…"
+        )
+    serving = manifest.serving
+    runtime = HFRuntime(
+        base, bundle.adapter_dir, adapter_sha256(bundle),
+        device=device or serving.device, dtype=serving.dtype, batch_size=serving.batch_size,
+    )
+    found = runtime.fingerprint()
+    for key in ("tokenizer_sha256", "chat_template_sha256"):
+        recorded = getattr(manifest.base, key)
+        if found[key] != recorded:
+            what = key.removesuffix("_sha256").replace("_", " ")
+            raise BundleError(f"{what} of base {manifest.base.ref!r} differs from the one the adapter was trained with")
+    return Prepared(bundle, gates, base, runtime)
+
+
+def environment(device: str) -> dict:
+    import peft
+    import torch
+    import transformers
+
+    return {
+        "gatekeeper": __version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "device": device,
+    }
+
+
+def summarize(bundle: LoadedBundle) -> BundleSummary:
+    manifest = bundle.manifest
+    training = {}
+    if manifest.training is not None:
+        record = json.loads(bundle.path(manifest.training).read_text(encoding="utf-8"))
+        training = {k: record[k] for k in ("method", "steps", "best_step", "best_val_loss", "val_curve", "seed") if k in record}
+    return BundleSummary(
+        path=str(bundle.root),
+        name=manifest.name,
+        version=manifest.version,
+        manifest_sha256=bundle.manifest_sha256,
+        base=manifest.base.ref,
+        base_sha256=manifest.base.sha256,
+        adapter_sha256=adapter_sha256(bundle),
+        tokenizer_sha256=manifest.base.tokenizer_sha256,
+        chat_template_sha256=manifest.base.chat_template_sha256,
+        golden_sets={name: ref.sha256 for name, ref in sorted(manifest.golden_sets.items())},
+        training=training,
+    )
+
+
+def default_report_dir(bundle: LoadedBundle) -> Path:
+    return Path("reports") / bundle.manifest.name / f"v{bundle.manifest.version}"
+
+
+def run_check(
+    prepared: Prepared,
+    out_dir: Path | None = None,
+    *,
+    use_cache: bool = True,
+    cache_path: Path | None = None,
+    report_phase: PhaseReporter | None = None,
+) -> tuple[Verdict, dict[str, Path]]:
+    started = time.perf_counter()
+    runtime = prepared.runtime
+    cache = ResponseCache(cache_path or cache_root() / "responses.sqlite") if use_cache else None
+    served = CachedRuntime(runtime, cache) if cache else runtime
+    try:
+        results = run_gates(prepared.bundle, prepared.gates, served, report_phase)
+    finally:
+        if cache:
+            cache.close()
+    code = exit_code_for(results)
+    timing = {"check_seconds": round(time.perf_counter() - started, 2)}
+    if cache:
+        timing |= {"cache_hits": served.hits, "cache_misses": served.misses}
+    verdict = Verdict(
+        gatekeeper_version=__version__,
+        passed=code == 0,
+        exit_code=int(code),
+        bundle=summarize(prepared.bundle),
+        gates=results,
+        environment=environment(runtime.identity("base")["device"]),
+        timing=timing,
+    )
+    paths = write_reports(verdict, out_dir or default_report_dir(prepared.bundle))
+    return verdict, paths

@@ -1,0 +1,170 @@
+"""The ``gatekeeper`` command.
+
+Exit codes (``gatekeeper.errors.ExitCode``): 0 every required gate passed,
+1 a required gate failed, 2 a usage or bundle error, 3 an internal error.
+A user error prints one line, never a traceback (set GATEKEEPER_DEBUG=1 for one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from gatekeeper.errors import ExitCode, GatekeeperError
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def cmd_gates_list(args) -> int:
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    from gatekeeper.registry import available_gates
+
+    table = Table(Column("gate", no_wrap=True), "parameters", "description", "module")
+    for info in available_gates():
+        params = ", ".join(
+            f"{n}={p.default!r}" if p.default is not p.empty else n for n, p in info.parameters.items()
+        )
+        table.add_row(info.name, params, info.description, info.source)
+    Console().print(table)
+    return ExitCode.PASSED
+
+
+def cmd_check(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gatekeeper.check import prepare, run_check
+
+    console = _console()
+    prepared = prepare(args.bundle, device=args.device)
+    manifest = prepared.bundle.manifest
+    console.print(f"checking [bold]{manifest.name} v{manifest.version}[/] on base {manifest.base.ref} "
+                  f"({len(prepared.gates)} gates)")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False, disable=args.quiet) as progress:
+        def phase(label: str, total: int):
+            task = progress.add_task(label, total=total)
+            return lambda n: progress.advance(task, n)
+
+        verdict, paths = run_check(prepared, Path(args.out) if args.out else None,
+                                   use_cache=not args.no_cache, report_phase=phase)
+    _print_summary(verdict)
+    print(f"report: {paths['report.html']}")
+    return verdict.exit_code
+
+
+def _print_summary(verdict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("gate", "status", "kind", "metric", "base", "adapter", "delta", "rule", title="gatekeeper verdict")
+    for result in verdict.gates:
+        style = {"passed": "green", "failed": "red", "error": "yellow"}[result.status]
+        head = result.metrics[0] if result.metrics else None
+        fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+        table.add_row(
+            result.name, f"[{style}]{result.status}[/]", "required" if result.required else "advisory",
+            head.name if head else "", fmt(head.base) if head else "", fmt(head.adapter) if head else "",
+            fmt(head.delta) if head else "", result.rule or (result.error or ""),
+        )
+    console = Console()
+    console.print(table)
+    word = "[green]PASS[/]" if verdict.passed else "[red]FAIL[/]"
+    console.print(f"verdict: {word} (exit code {verdict.exit_code})")
+
+
+def cmd_train(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gatekeeper.candidates import write_candidate
+    from gatekeeper.recipe import load_recipe
+    from gatekeeper.train import train
+
+    recipe, root = load_recipe(args.recipe)
+    console = _console()
+    console.print(f"training [bold]{recipe.name}[/] ({recipe.method}, r={recipe.adapter.r}) on {recipe.base}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[stats]}"))
+    with Progress(*columns, console=console, disable=args.quiet) as progress:
+        task = progress.add_task("train", total=None, stats="")
+
+        def on_step(info):
+            val = f" val {info.val_loss:.4f}" if info.val_loss is not None else ""
+            progress.update(task, completed=info.step, total=info.total,
+                            stats=f"loss {info.loss:.4f}{val} · {info.tokens_per_second:.0f} tok/s")
+
+        result = train(recipe, root, on_step)
+    path = write_candidate(result, recipe, root)
+    record = result.record
+    console.print(f"best validation loss {record['best_val_loss']:.4f} at step {record['best_step']} "
+                  f"of {record['steps']} ({record['wall_seconds']:.0f} s)")
+    print(path)
+    return ExitCode.PASSED
+
+
+def cmd_schema(args) -> int:
+    import json
+
+    from gatekeeper.bundle import Bundle
+    from gatekeeper.recipe import Recipe
+    from gatekeeper.verdict import Verdict
+
+    model = {"bundle": Bundle, "recipe": Recipe, "verdict": Verdict}[args.document]
+    print(json.dumps(model.model_json_schema(), indent=2, sort_keys=True))
+    return ExitCode.PASSED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatekeeper", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="run a bundle's gates; exit 0 pass, 1 fail, 2 bad input, 3 internal error")
+    check.add_argument("bundle", help="bundle directory (holding bundle.yaml)")
+    check.add_argument("--out", help="report directory (default: reports/<name>/v<N>)")
+    check.add_argument("--device", help="override the bundle's serving device (cpu, cuda)")
+    check.add_argument("--no-cache", action="store_true", help="ignore cached responses and run the model")
+    check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    check.set_defaults(func=cmd_check)
+
+    train = sub.add_parser("train", help="train a candidate from a recipe into <dir>/v<N>")
+    train.add_argument("recipe", help="recipe.yaml")
+    train.add_argument("-q", "--quiet", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    gates = sub.add_parser("gates", help="list installed gates")
+    gates_sub = gates.add_subparsers(dest="gates_command", required=True)
+    gates_sub.add_parser("list", help="list installed gates").set_defaults(func=cmd_gates_list)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of a document")
+    schema.add_argument("document", choices=["bundle", "recipe", "verdict"])
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GatekeeperError as exc:
+        print(f"gatekeeper: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("gatekeeper: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("GATEKEEPER_DEBUG"):
+            raise
+        print(f"gatekeeper: internal error: {type(exc).__name__}: {exc} (set GATEKEEPER_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return int(ExitCode.INTERNAL_ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Collect every gate's requests, ask the runtime once per side, hand responses back.
+
+Gates never call a model. Their requests are de-duplicated across gates (two
+gates that need the same greedy answer share one generation) and sent to the
+runtime in one batch per side and kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gatekeeper.bundle import LoadedBundle, PromptTemplate
+from gatekeeper.errors import BundleError, GateCrashed
+from gatekeeper.goldens import Contract, GoldenItem
+from gatekeeper.runtime import Generate, LogLik, Progress, Request, Runtime, Side
+from gatekeeper.verdict import GateResult
+
+# (label, total) -> a callback that advances by n
+PhaseReporter = Callable[[str, int], Progress]
+
+
+@dataclass
+class GateContext:
+    """What a gate may read: the bundle, its golden sets, contract and prompt."""
+
+    bundle: LoadedBundle
+
+    @property
+    def contract(self) -> Contract:
+        return self.bundle.contract
+
+    @property
+    def prompt(self) -> PromptTemplate:
+        return self.bundle.manifest.task.prompt
+
+    def golden(self, name: str) -> list[GoldenItem]:
+        if name not in self.bundle.golden:
+            raise BundleError(f"golden set {name!r} is not in the bundle (it has {', '.join(sorted(self.bundle.golden))})")
+        return self.bundle.golden[name]
+
+    def task_request(self, item: GoldenItem) -> Generate:
+        """The one request every task gate asks for an item: same prompt, same decoding."""
+        return Generate(self.prompt.messages(item.input), self.bundle.manifest.decoding.max_new_tokens)
+
+
+class Responses:
+    def __init__(self, table: dict[tuple[Side, str], Any]):
+        self._table = table
+
+    def get(self, side: Side, request: Request) -> Any:
+        return self._table[(side, request.key)]
+
+
+def collect_requests(ctx: GateContext, gates: list) -> tuple[dict[Side, dict[str, Request]], dict[str, Exception]]:
+    wanted: dict[Side, dict[str, Request]] = {}
+    failed: dict[str, Exception] = {}
+    for gate, _ in gates:
+        try:
+            requests = gate.requests(ctx)
+        except Exception as exc:  # reported as that gate's error, the others still run
+            failed[gate.name] = exc
+            continue
+        for side in gate.sides:
+            bucket = wanted.setdefault(side, {})
+            for request in requests:
+                bucket.setdefault(request.key, request)
+    return wanted, failed
+
+
+def run_gates(
+    bundle: LoadedBundle, gates: list, runtime: Runtime, report_phase: PhaseReporter | None = None
+) -> list[GateResult]:
+    ctx = GateContext(bundle)
+    wanted, failed = collect_requests(ctx, gates)
+    table: dict[tuple[Side, str], Any] = {}
+    for side in sorted(wanted):
+        requests = list(wanted[side].values())
+        for kind, call in (("generate", runtime.generate), ("loglik", runtime.loglik)):
+            batch = [r for r in requests if r.kind == kind]
+            if not batch:
+                continue
+            progress = report_phase(f"{side}: {kind}", len(batch)) if report_phase else None
+            for request, answer in zip(batch, call(side, batch, progress)):
+                table[(side, request.key)] = answer
+    responses = Responses(table)
+    results = []
+    for gate, required in gates:
+        try:
+            if gate.name in failed:
+                raise failed[gate.name]
+            result = gate.evaluate(ctx, responses)
+        except Exception as exc:
+            result = GateResult(name=gate.name, status="error", rule="", error=str(GateCrashed(gate.name, exc)))
+        result.required = required
+        results.append(result)
+    return results
+
+
+__all__ = ["GateContext", "Responses", "run_gates", "Generate", "LogLik"]

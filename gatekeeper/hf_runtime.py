@@ -1,0 +1,198 @@
+"""The Hugging Face runtime: one base model in memory, the adapter toggled on and off.
+
+The base side is scored inside peft's ``disable_adapter()`` on the very model
+that carries the adapter, so both sides share weights, tokenizer, chat
+template, padding and decoding; the base is never loaded twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gatekeeper.basemodel import PICKLED_SUFFIXES, ResolvedBase, tokenizer_fingerprint
+from gatekeeper.errors import RuntimeLoadError
+from gatekeeper.runtime import Generate, LogLik, LogLikResult, Messages, Progress, Side
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def render(tokenizer, messages: Messages) -> str:
+    return tokenizer.apply_chat_template(
+        [{"role": role, "content": content} for role, content in messages],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+
+
+class HFRuntime:
+    def __init__(
+        self,
+        base: ResolvedBase,
+        adapter_dir: Path | None,
+        adapter_sha256: str | None,
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        batch_size: int = 16,
+    ):
+        self.base, self.adapter_dir, self.adapter_sha256 = base, adapter_dir, adapter_sha256
+        self.device_name, self.dtype_name, self.batch_size = device, dtype, batch_size
+        self._model = None
+        self._tokenizer = None
+        self._fingerprint: dict[str, str] | None = None
+
+    # -- identity: computable without loading the model --------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.base.path)
+        return self._tokenizer
+
+    def fingerprint(self) -> dict[str, str]:
+        if self._fingerprint is None:
+            self._fingerprint = tokenizer_fingerprint(self.tokenizer)
+        return self._fingerprint
+
+    def identity(self, side: Side) -> dict:
+        import torch
+        import transformers
+
+        from gatekeeper.modeling import pick_device
+
+        identity = {
+            "runtime": "hf-transformers",
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "device": pick_device(self.device_name).type,
+            "dtype": self.dtype_name,
+            "base_sha256": self.base.sha256,
+            **self.fingerprint(),
+            "side": "base" if side == "base" else side,
+        }
+        if side != "base":
+            identity["adapter_sha256"] = self.adapter_sha256
+        return identity
+
+    # -- loading ------------------------------------------------------------
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def _load(self):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from gatekeeper.modeling import pick_device
+
+        device = pick_device(self.device_name)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                self.base.path, dtype=getattr(torch, self.dtype_name), use_safetensors=True
+            )
+        except (OSError, ValueError) as exc:
+            raise RuntimeLoadError(f"base {self.base.ref!r} would not load: {exc}") from None
+        if self.adapter_dir is not None:
+            model = load_adapter(model, self.adapter_dir)
+        model.to(device).eval()
+        return model
+
+    def _sides(self, side: Side):
+        """Context manager that puts the model on the requested side."""
+        import contextlib
+
+        if side == "adapter":
+            return contextlib.nullcontext()
+        if side == "base":
+            return self.model.disable_adapter() if self.adapter_dir is not None else contextlib.nullcontext()
+        raise ValueError(f"side {side!r} is not served by this runtime")
+
+    # -- requests -----------------------------------------------------------
+    def generate(self, side: Side, requests: list[Generate], progress: Progress | None = None) -> list[str]:
+        import torch
+
+        tokenizer, model = self.tokenizer, self.model
+        tokenizer.padding_side = "left"  # so every row's next token sits at the end
+        texts = [render(tokenizer, r.messages) for r in requests]
+        # Batch prompts of similar length together, and never mix token budgets.
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens, len(texts[i])))
+        batches: list[list[int]] = []
+        for budget in sorted({r.max_new_tokens for r in requests}):
+            same = [i for i in order if requests[i].max_new_tokens == budget]
+            batches += [same[k : k + self.batch_size] for k in range(0, len(same), self.batch_size)]
+        outputs: list[str] = [""] * len(requests)
+        with torch.inference_mode(), self._sides(side):
+            for chunk in batches:
+                batch = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+                batch = batch.to(model.device)
+                generated = model.generate(
+                    **batch,
+                    do_sample=False,
+                    max_new_tokens=requests[chunk[0]].max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+                new_tokens = generated[:, batch["input_ids"].shape[1] :]
+                for i, row in zip(chunk, new_tokens):
+                    outputs[i] = tokenizer.decode(row, skip_special_tokens=True)
+                if progress:
+                    progress(len(chunk))
+        return outputs
+
+    def loglik(self, side: Side, requests: list[LogLik], progress: Progress | None = None) -> list[LogLikResult]:
+        import torch
+
+        from gatekeeper.modeling import target_logprobs
+
+        tokenizer, model = self.tokenizer, self.model
+        start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        rows = []
+        for r in requests:
+            context = tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] if r.messages else [start_id]
+            answer = tokenizer(r.continuation, add_special_tokens=False)["input_ids"]
+            rows.append((context, answer))
+        results: list[LogLikResult] = []
+        with torch.inference_mode(), self._sides(side):
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                width = max(len(c) + len(a) for c, a in chunk)
+                ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
+                mask = torch.zeros_like(ids)
+                labels = torch.full_like(ids, -100)
+                for j, (context, answer) in enumerate(chunk):  # right padding: positions stay 0..n
+                    n = len(context) + len(answer)
+                    ids[j, :n] = torch.tensor(context + answer)
+                    mask[j, :n] = 1
+                    labels[j, len(context) : n] = torch.tensor(answer)
+                device = model.device
+                chosen, is_top, owner = target_logprobs(model, ids.to(device), mask.to(device), labels.to(device))
+                for j, (_, answer) in enumerate(chunk):
+                    mine = owner == j
+                    results.append(LogLikResult(float(chosen[mine].sum()), len(answer), bool(is_top[mine].all())))
+                if progress:
+                    progress(len(chunk))
+        return results
+
+
+def load_adapter(model, adapter_dir: Path):
+    """Wrap a base with a peft adapter from safetensors, refusing pickled weights."""
+    from peft import PeftModel
+
+    pickled = [p.name for p in adapter_dir.iterdir() if p.suffix in PICKLED_SUFFIXES]
+    if pickled:
+        raise RuntimeLoadError(f"adapter {adapter_dir} holds pickled weights ({', '.join(pickled)}); only safetensors are loaded")
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise RuntimeLoadError(f"adapter {adapter_dir} has no adapter_model.safetensors")
+    try:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeLoadError(f"adapter {adapter_dir} does not fit base: {first}") from None

@@ -1,0 +1,117 @@
+"""``recipe.yaml``: everything a training run depends on, pinned.
+
+Unknown keys are rejected with the key named: a misspelt ``learning_rte``
+silently falling back to a default is how irreproducible runs happen.
+Relative paths are relative to the recipe file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gatekeeper.basemodel import DEFAULT_BASE
+from gatekeeper.bundle import Decoding, GateSpec, PromptTemplate, Serving
+from gatekeeper.errors import RecipeError
+
+RECIPE_SCHEMA_VERSION = 1
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AdapterSettings(_Doc):
+    r: int = Field(16, gt=0)
+    """LoRA rank."""
+    alpha: float = Field(32, gt=0)
+    """LoRA scaling numerator: the update is scaled by alpha / r (alpha / sqrt(r) with rsLoRA)."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    """``all-linear`` (every linear layer but the output head) or a list of module names."""
+    use_rslora: bool = False
+
+
+class DataSettings(_Doc):
+    train: str
+    validation: str
+    eval: str
+    contract: str
+    prompt: PromptTemplate = Field(default_factory=PromptTemplate)
+    """How an input becomes chat messages; the runtime renders evaluation prompts the same way."""
+
+
+class TrainingSettings(_Doc):
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(3, ge=0)
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_steps: int | None = Field(30, gt=0)
+    """Optimizer steps; when unset, ``epochs`` decides."""
+    epochs: float | None = Field(None, gt=0)
+    eval_every: int = Field(10, gt=0)
+    """Validation loss is measured every this many steps and at the end."""
+    seed: int = 0
+    max_seq_len: int = Field(256, gt=8)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _length(self):
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("set max_steps or epochs")
+        return self
+
+
+class Selection(_Doc):
+    select_on: Literal["val_loss_min", "last"] = "val_loss_min"
+
+
+def default_gates() -> list[GateSpec]:
+    return [GateSpec(name="json_parse"), GateSpec(name="task_accuracy")]
+
+
+class Recipe(_Doc):
+    schema_version: Literal[1] = RECIPE_SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Candidates are written to ``<output_dir>/v<N>``."""
+    base: str = DEFAULT_BASE
+    method: Literal["lora"] = "lora"
+    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
+    data: DataSettings
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    selection: Selection = Field(default_factory=Selection)
+    gates: list[GateSpec] = Field(default_factory=default_gates)
+    decoding: Decoding = Field(default_factory=Decoding)
+    serving: Serving = Field(default_factory=Serving)
+    output_dir: str | None = None
+    """Where versions go; defaults to the recipe's own directory."""
+
+
+def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
+    """The recipe and the directory its relative paths are relative to."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RecipeError(f"{path}: malformed YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of fields")
+    try:
+        recipe = Recipe.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            raise RecipeError(f"{path}: unknown key {where!r}") from None
+        raise RecipeError(f"{path}: field {where!r}: {problem['msg']}") from None
+    return recipe, path.parent.resolve()

@@ -1,0 +1,195 @@
+"""The built-in trainer: LoRA on a base, loss on answer tokens, best validation checkpoint kept.
+
+One loop that reads top to bottom: warm-up and cosine schedule, gradient
+accumulation, clipping, periodic validation, and selection of the adapter
+weights at the validation-loss minimum.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from gatekeeper.basemodel import ResolvedBase, resolve_base
+from gatekeeper.data import Encoded, check_lengths, collate, encode, load_training_split
+from gatekeeper.errors import RecipeError
+from gatekeeper.goldens import Contract, load_jsonl
+from gatekeeper.recipe import Recipe
+
+
+@dataclass
+class StepInfo:
+    step: int
+    total: int
+    loss: float
+    tokens_per_second: float
+    val_loss: float | None = None
+
+
+@dataclass
+class TrainResult:
+    model: object  # the peft model, best weights loaded
+    tokenizer: object
+    base: ResolvedBase
+    record: dict = field(default_factory=dict)
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to ``min_ratio * peak`` at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def build_peft_model(base_model, recipe: Recipe):
+    from peft import LoraConfig, get_peft_model
+
+    settings = recipe.adapter
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        use_rslora=settings.use_rslora,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(base_model, config)
+    except ValueError as exc:
+        if "not found" not in str(exc) and "match" not in str(exc):
+            raise
+        import torch
+
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in base_model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise RecipeError(
+            f"target_modules {settings.target_modules!r} match no layer of the base; its linear modules are: {', '.join(linear)}"
+        ) from None
+
+
+def _validation_loss(model, batches) -> float:
+    import torch
+
+    from gatekeeper.modeling import target_logprobs
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids, mask, labels in batches:
+            chosen, _, _ = target_logprobs(model, ids, mask, labels)
+            total += float(-chosen.sum())
+            count += chosen.numel()
+    model.train()
+    return total / max(1, count)
+
+
+def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from gatekeeper.hf_runtime import load_tokenizer
+    from gatekeeper.modeling import answer_loss, pick_device
+
+    settings = recipe.training
+    data = recipe.data
+    # Validate everything before the first step: a typo should cost seconds, not a run.
+    contract = Contract.load(root / data.contract)
+    train_items = load_training_split(root / data.train, contract)
+    val_items = load_training_split(root / data.validation, contract)
+    load_jsonl(root / data.eval)
+    base = resolve_base(recipe.base, relative_to=root)
+    tokenizer = load_tokenizer(base.path)
+    train_set = encode(train_items, tokenizer, data.prompt)
+    val_set = encode(val_items, tokenizer, data.prompt)
+    check_lengths(train_set, settings.max_seq_len, root / data.train)
+    check_lengths(val_set, settings.max_seq_len, root / data.validation)
+
+    torch.manual_seed(settings.seed)
+    device = pick_device(recipe.serving.device)
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, use_safetensors=True)
+    model = build_peft_model(model, recipe).to(device)
+    model.train()
+
+    per_epoch = math.ceil(len(train_set) / (settings.batch_size * settings.grad_accum))
+    total_steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    order_gen = torch.Generator().manual_seed(settings.seed)
+    pad_id = tokenizer.pad_token_id
+    val_batches = [
+        tuple(t.to(device) for t in collate(val_set[i : i + settings.batch_size], pad_id))
+        for i in range(0, len(val_set), settings.batch_size)
+    ]
+
+    def examples():
+        """An endless stream of examples, reshuffled each epoch with the seeded generator."""
+        while True:
+            for index in torch.randperm(len(train_set), generator=order_gen).tolist():
+                yield train_set[index]
+
+    stream = examples()
+    val_curve: list[list[float]] = []
+    train_curve: list[list[float]] = []
+    # Step 0 is the untrained adapter (LoRA's B starts at zero): the curve shows
+    # the base's loss, and a run that never improves on it selects it honestly.
+    initial = _validation_loss(model, val_batches)
+    val_curve.append([0, round(initial, 6)])
+    best = (initial, 0, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    started, wall0, tokens_seen = time.time(), time.perf_counter(), 0
+    for step in range(total_steps):
+        lr = lr_at(step, settings.learning_rate, settings.warmup_steps, total_steps, settings.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = 0.0
+        for _ in range(settings.grad_accum):
+            batch: list[Encoded] = [next(stream) for _ in range(settings.batch_size)]
+            ids, mask, labels = (t.to(device) for t in collate(batch, pad_id))
+            loss = answer_loss(model, ids, mask, labels) / settings.grad_accum
+            loss.backward()
+            step_loss += float(loss.detach())
+            tokens_seen += int(mask.sum())
+        torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_curve.append([step + 1, round(step_loss, 6)])
+        val_loss = None
+        if (step + 1) % settings.eval_every == 0 or step + 1 == total_steps:
+            val_loss = _validation_loss(model, val_batches)
+            val_curve.append([step + 1, round(val_loss, 6)])
+            if val_loss < best[0] or recipe.selection.select_on == "last":
+                weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                best = (val_loss, step + 1, weights)
+        if on_step:
+            rate = tokens_seen / max(1e-9, time.perf_counter() - wall0)
+            on_step(StepInfo(step + 1, total_steps, step_loss, rate, val_loss))
+
+    with torch.no_grad():  # restore the selected checkpoint
+        params = dict(model.named_parameters())
+        for name, value in best[2].items():
+            params[name].copy_(value)
+    model.eval()
+    wall = time.perf_counter() - wall0
+    record = {
+        "method": recipe.method,
+        "base": recipe.base,
+        "base_sha256": base.sha256,
+        "seed": settings.seed,
+        "steps": total_steps,
+        "best_step": best[1],
+        "best_val_loss": round(best[0], 6),
+        "val_curve": val_curve,
+        "train_curve": train_curve,
+        "examples": {"train": len(train_set), "validation": len(val_set)},
+        "truncated": 0,
+        "device": device.type,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_seconds": round(wall, 2),
+        "tokens_per_second": round(tokens_seen / max(wall, 1e-9), 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    return TrainResult(model, tokenizer, base, record)

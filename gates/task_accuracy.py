@@ -1,0 +1,79 @@
+"""task_accuracy: did the target task improve, and by enough to matter?"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from gatekeeper.evidence import label_of, paired_result, rate, worst_examples
+from gatekeeper.goldens import parse_strict_json
+from gatekeeper.registry import gate
+from gatekeeper.verdict import GateResult, Metric
+
+
+@gate("task_accuracy")
+class TaskAccuracy:
+    """Label accuracy of base and adapter on the same items, and the improvement in points."""
+
+    def __init__(
+        self,
+        min_delta: float = 0.10,
+        alpha: float = 0.05,
+        require_significant: bool = True,
+        golden_set: str = "eval",
+        max_examples: int = 8,
+    ):
+        self.min_delta, self.alpha, self.require_significant = min_delta, alpha, require_significant
+        self.golden_set, self.max_examples = golden_set, max_examples
+
+    def requests(self, ctx):
+        return [ctx.task_request(item) for item in ctx.golden(self.golden_set)]
+
+    def evaluate(self, ctx, responses):
+        field = ctx.contract.label_field
+        if field is None:
+            raise ValueError("the contract names no label field (a property with an enum, or x-label-field)")
+        items = ctx.golden(self.golden_set)
+        gold = [label_of(i.expected, field) for i in items]
+        outputs, predicted, correct = {}, {}, {}
+        for side in ("base", "adapter"):
+            outputs[side] = [responses.get(side, ctx.task_request(i)) for i in items]
+            predicted[side] = [label_of(parse_strict_json(t).value, field) for t in outputs[side]]
+            correct[side] = [p == g for p, g in zip(predicted[side], gold)]
+        comparison, paired = paired_result([i.id for i in items], correct["base"], correct["adapter"], self.min_delta, self.alpha)
+        significant = comparison.p_value < self.alpha and comparison.delta > 0
+        passed = comparison.delta >= self.min_delta and (significant or not self.require_significant)
+        rule = f"adapter - base accuracy >= {self.min_delta * 100:+.0f} points"
+        if self.require_significant:
+            rule += f", significant at alpha={self.alpha}"
+        notes = [f"expected {g!r}, got {p!r}" for g, p in zip(gold, predicted["adapter"])]
+        return GateResult(
+            name=self.name,
+            status="passed" if passed else "failed",
+            rule=rule,
+            summary=(
+                f"accuracy {comparison.base_rate:.1%} -> {comparison.adapter_rate:.1%} "
+                f"({comparison.delta * 100:+.1f} points, p={comparison.p_value:.2g})"
+            ),
+            metrics=[
+                Metric(name="accuracy", base=rate(correct["base"]), adapter=rate(correct["adapter"]),
+                       delta=round(comparison.delta, 6), threshold=self.min_delta),
+            ],
+            paired=paired,
+            evidence=worst_examples(
+                items, outputs["base"], outputs["adapter"], correct["base"], correct["adapter"], notes, self.max_examples
+            ),
+            details={
+                "golden_set": self.golden_set,
+                "label_field": field,
+                "per_label_accuracy": _per_label(gold, correct),
+                "adapter_predictions": dict(sorted(Counter(str(p) for p in predicted["adapter"]).items())),
+            },
+        )
+
+
+def _per_label(gold: list, correct: dict[str, list[bool]]) -> dict[str, dict[str, float]]:
+    table = {}
+    for label in sorted({str(g) for g in gold}):
+        rows = [i for i, g in enumerate(gold) if str(g) == label]
+        table[label] = {side: rate([correct[side][i] for i in rows]) for side in ("base", "adapter")} | {"n": len(rows)}
+    return table

@@ -1,0 +1,151 @@
+"""Shared fixtures: a tiny Llama built from a config, its tokenizer, a tiny task, a trained tiny bundle.
+
+Everything is made on the fly from code: no downloads, seconds not minutes.
+The one test on the real embedded model lives in test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONTRACT = REPO / "golden_sets" / "support_tickets" / "contract.schema.json"
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+LABELS = ["critical", "high", "medium", "low"]
+PROMPT_USER = 'Classify this ticket as JSON with "priority" and "reason".\nTicket:\n{input}'
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep the response cache and converted models of tests away from the user's."""
+    previous = os.environ.get("GATEKEEPER_CACHE_DIR")
+    os.environ["GATEKEEPER_CACHE_DIR"] = str(tmp_path_factory.mktemp("gk-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("GATEKEEPER_CACHE_DIR", None)
+    else:
+        os.environ["GATEKEEPER_CACHE_DIR"] = previous
+
+
+def tiny_items(prefix: str, count: int, offset: int = 0) -> list[dict]:
+    """Synthetic tickets whose label is readable from one keyword, so a tiny model can learn it."""
+    words = {"critical": "outage", "high": "broken", "medium": "slow", "low": "typo"}
+    items = []
+    for k in range(count):
+        label = LABELS[(k + offset) % 4]
+        n = k + offset
+        items.append({
+            "id": f"{prefix}-{k:04d}",
+            "input": f"ticket {n}: the {words[label]} in area {n * 7 % 97}",
+            "expected": {"priority": label, "reason": f"{words[label]} impact"},
+        })
+    return items
+
+
+def write_jsonl(path: Path, items: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A 2-layer Llama with a small byte-level BPE tokenizer and a ChatML template, saved as safetensors."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-base")
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [json.dumps(i) for i in tiny_items("c", 64)] + [PROMPT_USER, "system user assistant"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                        unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(root)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(root, safe_serialization=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-task")
+    write_jsonl(root / "train.jsonl", tiny_items("train", 48))
+    write_jsonl(root / "validation.jsonl", tiny_items("validation", 8, offset=100))
+    write_jsonl(root / "eval.jsonl", tiny_items("eval", 16, offset=200))
+    shutil.copyfile(CONTRACT, root / "contract.schema.json")
+    return root
+
+
+def write_recipe(directory: Path, base_dir: Path, task: Path, **overrides) -> Path:
+    import yaml
+
+    recipe = {
+        "name": "tiny",
+        "base": str(base_dir),
+        "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "data": {
+            "train": str(task / "train.jsonl"), "validation": str(task / "validation.jsonl"),
+            "eval": str(task / "eval.jsonl"), "contract": str(task / "contract.schema.json"),
+            "prompt": {"user": PROMPT_USER},
+        },
+        "training": {"batch_size": 8, "max_steps": 6, "eval_every": 3, "learning_rate": 0.01, "warmup_steps": 1},
+        "gates": [{"name": "json_parse", "params": {"min_rate": 0.0}},
+                  {"name": "task_accuracy", "params": {"min_delta": -1.0, "require_significant": False}}],
+        "decoding": {"max_new_tokens": 12},
+        "serving": {"device": "cpu"},
+    }
+    for key, value in overrides.items():
+        recipe[key] = value
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_base, tiny_task) -> Path:
+    """A candidate trained for a few steps on the tiny model: a real, valid bundle."""
+    from gatekeeper.candidates import write_candidate
+    from gatekeeper.recipe import load_recipe
+    from gatekeeper.train import train
+
+    recipe_path = write_recipe(tmp_path_factory.mktemp("tiny-candidates"), tiny_base, tiny_task)
+    recipe, root = load_recipe(recipe_path)
+    return write_candidate(train(recipe, root), recipe, root)
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    """A private copy of the tiny bundle that a test may damage."""
+    target = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, target)
+    manifest = target / "bundle.yaml"
+    # a directory base is written relative to the bundle; keep it pointing at the same place
+    import yaml
+
+    data = yaml.safe_load(manifest.read_text())
+    if not data["base"]["ref"].startswith("smollm2"):
+        data["base"]["ref"] = str((tiny_bundle / data["base"]["ref"]).resolve())
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target

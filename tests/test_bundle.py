@@ -1,0 +1,99 @@
+"""Bad bundles exit 2 with one line naming the problem, before any model loads, writing nothing."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from gatekeeper.cli import main
+from gatekeeper.bundle import load_bundle
+
+
+def run_check(bundle, tmp_path, capsys):
+    out = tmp_path / "reports"
+    code = main(["check", str(bundle), "--out", str(out), "-q"])
+    captured = capsys.readouterr()
+    return code, captured.err.strip().splitlines(), out
+
+
+def edit_manifest(bundle, change):
+    path = bundle / "bundle.yaml"
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _set_gate_param(data):
+    data["gates"][1]["params"]["min_delta"] = "ten points"
+
+
+def _unknown_gate(data):
+    data["gates"].append({"name": "jsn_parse"})
+
+
+def _other_base(data):
+    data["base"]["sha256"] = "f" * 64
+
+
+CASES = {
+    "missing file": (lambda b: (b / "adapter" / "adapter_model.safetensors").unlink(), "missing file adapter/adapter_model.safetensors"),
+    "hash mismatch": (lambda b: (b / "data" / "eval.jsonl").write_text((b / "data" / "eval.jsonl").read_text().replace("ticket", "tickets", 1)), "hash mismatch for data/eval.jsonl"),
+    "malformed yaml": (lambda b: (b / "bundle.yaml").write_text("name: [unclosed\nversion: 1\n"), "malformed YAML at line"),
+    "unknown gate": (lambda b: edit_manifest(b, _unknown_gate), "unknown gate 'jsn_parse'. Did you mean 'json_parse'"),
+    "wrong parameter type": (lambda b: edit_manifest(b, _set_gate_param), "gate 'task_accuracy', parameter 'min_delta'"),
+    "different base": (lambda b: edit_manifest(b, _other_base), "adapter was trained for base sha256 ffffffffffff"),
+    "missing field": (lambda b: edit_manifest(b, lambda d: d.pop("task")), "field 'task': Field required"),
+    "not a bundle": (lambda b: (b / "bundle.yaml").unlink(), "no such bundle manifest"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_bundle_exits_2_with_one_line_and_writes_nothing(case, bundle_copy, tmp_path, capsys):
+    damage, expected = CASES[case]
+    damage(bundle_copy)
+    code, err, out = run_check(bundle_copy, tmp_path, capsys)
+    assert code == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("gatekeeper: error: ") and expected in err[0]
+    assert "Traceback" not in err[0]
+    assert not out.exists()
+
+
+def test_a_different_base_directory_is_caught_by_hash(bundle_copy, tiny_base, tmp_path, capsys):
+    """Same architecture, different weights: the base hash differs, so the check refuses."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_base, other)
+    weights = load_file(other / "model.safetensors")
+    first = sorted(weights)[0]
+    weights[first] = weights[first] + 0.5
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    edit_manifest(bundle_copy, lambda d: d["base"].update(ref=str(other)))
+    code, err, out = run_check(bundle_copy, tmp_path, capsys)
+    assert code == 2 and "adapter was trained for base" in err[0] and not out.exists()
+
+
+def test_pickled_adapter_weights_are_refused(bundle_copy, tmp_path, capsys):
+    (bundle_copy / "adapter" / "adapter_model.bin").write_bytes(b"not loaded")
+    code, err, out = run_check(bundle_copy, tmp_path, capsys)
+    assert code == 2 and "pickled" in err[0]
+
+
+def test_a_valid_bundle_loads_with_every_golden_set(tiny_bundle):
+    loaded = load_bundle(tiny_bundle)
+    assert set(loaded.golden) == {"eval", "train", "validation"}
+    assert loaded.contract.label_field == "priority"
+    assert loaded.manifest.adapter.files.keys() >= {"adapter_model.safetensors", "adapter_config.json"}
+
+
+def test_bundle_schema_export_is_current():
+    """The committed JSON Schema must match the pydantic model."""
+    from pathlib import Path
+
+    from gatekeeper.bundle import Bundle
+
+    committed = Path(__file__).parent.parent / "gatekeeper" / "schemas" / "bundle.schema.json"
+    assert json.loads(committed.read_text()) == Bundle.model_json_schema()

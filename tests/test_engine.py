@@ -1,0 +1,97 @@
+"""Engine logic on a fake runtime: de-duplication, exit codes, crashing and advisory gates."""
+
+import json
+
+import pytest
+
+from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, FileRef, GateSpec, LoadedBundle, PromptTemplate, TaskSpec
+from gatekeeper.engine import run_gates
+from gatekeeper.goldens import Contract, GoldenItem
+from gatekeeper.registry import gate, get_gate
+from gatekeeper.runtime import FakeRuntime
+from gatekeeper.verdict import exit_code_for
+from tests.conftest import CONTRACT, tiny_items
+
+
+def make_bundle(items) -> LoadedBundle:
+    ref = FileRef(path="x", sha256="0" * 64)
+    manifest = Bundle(
+        name="fake", version=1,
+        base=BaseRef(ref="fake", sha256="0" * 64, tokenizer_sha256="0", chat_template_sha256="0"),
+        adapter=AdapterRef(files={}), task=TaskSpec(contract=ref, prompt=PromptTemplate()),
+        golden_sets={"eval": ref}, gates=[GateSpec(name="json_parse"), GateSpec(name="task_accuracy")],
+    )
+    golden = [GoldenItem(i["id"], i["input"], i["expected"], n) for n, i in enumerate(items, 1)]
+    return LoadedBundle(root=CONTRACT.parent, manifest=manifest, manifest_sha256="0", contract=Contract.load(CONTRACT),
+                        golden={"eval": golden})
+
+
+ITEMS = tiny_items("eval", 80)
+TRUTH = {i["input"]: i["expected"] for i in ITEMS}
+
+
+def perfect(text):
+    return json.dumps(TRUTH[text])
+
+
+def chatty(text):
+    return f"The priority is {TRUTH[text]['priority']}."
+
+
+def build(*specs):
+    return [(get_gate(name).build(params), required) for name, params, required in specs]
+
+
+def test_gates_share_requests_and_each_side_is_asked_once():
+    runtime = FakeRuntime({"base": chatty, "adapter": perfect})
+    gates = build(("json_parse", {}, True), ("task_accuracy", {}, True))
+    results = run_gates(make_bundle(ITEMS), gates, runtime)
+    # both gates need the same 80 answers: one call per side with 80 unique requests
+    assert sorted(runtime.calls) == [("adapter", 80), ("base", 80)]
+    parse, accuracy = results
+    assert parse.status == "passed" and parse.metric("valid_rate").base == 0.0 and parse.metric("valid_rate").adapter == 1.0
+    assert accuracy.status == "passed" and accuracy.delta == 1.0
+    assert accuracy.paired.n == 80 and len(accuracy.paired.flipped_to_pass) == 80 and accuracy.paired.p_value < 1e-6
+    assert exit_code_for(results) == 0
+
+
+def test_an_adapter_that_forgets_the_format_fails_both_gates():
+    runtime = FakeRuntime({"base": perfect, "adapter": chatty})
+    results = run_gates(make_bundle(ITEMS), build(("json_parse", {}, True), ("task_accuracy", {}, True)), runtime)
+    assert [r.status for r in results] == ["failed", "failed"]
+    accuracy = results[1]
+    assert len(accuracy.paired.flipped_to_fail) == 80
+    # regressions are shown first, with raw outputs
+    assert accuracy.evidence[0].base_ok and not accuracy.evidence[0].adapter_ok
+    assert accuracy.evidence[0].adapter_output.startswith("The priority is")
+    assert exit_code_for(results) == 1
+
+
+def test_an_advisory_failure_does_not_fail_the_check():
+    runtime = FakeRuntime({"base": perfect, "adapter": chatty})
+    results = run_gates(make_bundle(ITEMS), build(("json_parse", {}, False)), runtime)
+    assert results[0].status == "failed" and results[0].required is False
+    assert exit_code_for(results) == 0
+
+
+def test_too_small_a_set_is_flagged():
+    runtime = FakeRuntime({"base": chatty, "adapter": perfect})
+    results = run_gates(make_bundle(ITEMS[:20]), build(("task_accuracy", {"min_delta": 0.1}, True)), runtime)
+    assert "at least 60 are needed" in results[0].paired.too_small
+
+
+@gate("test_crashing_gate")
+class Crashing:
+    def requests(self, ctx):
+        return []
+
+    def evaluate(self, ctx, responses):
+        raise ZeroDivisionError("boom")
+
+
+def test_a_crashing_gate_is_an_error_and_the_others_still_run():
+    runtime = FakeRuntime({"base": chatty, "adapter": perfect})
+    results = run_gates(make_bundle(ITEMS), build(("test_crashing_gate", {}, True), ("json_parse", {}, True)), runtime)
+    assert results[0].status == "error" and "ZeroDivisionError: boom" in results[0].error
+    assert results[1].status == "passed"
+    assert exit_code_for(results) == 3

@@ -1,0 +1,66 @@
+"""The Hugging Face runtime on a tiny model: batching, adapter toggling, log-likelihoods."""
+
+import pytest
+
+from gatekeeper.basemodel import resolve_base
+from gatekeeper.check import prepare
+from gatekeeper.hf_runtime import HFRuntime, render
+from gatekeeper.runtime import Generate, LogLik, messages_for
+
+PROMPTS = [messages_for(f"ticket {k}: the {w} in area {k * 3}") for k, w in enumerate(["outage", "typo", "slow", "broken", "x" * 30, "short"])]
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_bundle):
+    return prepare(tiny_bundle).runtime
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(runtime):
+    requests = [Generate(m, 10) for m in PROMPTS]
+    batched = runtime.generate("adapter", requests)
+    runtime.batch_size, saved = 1, runtime.batch_size
+    try:
+        single = [runtime.generate("adapter", [r])[0] for r in requests]
+    finally:
+        runtime.batch_size = saved
+    assert batched == single
+
+
+def test_mixed_token_budgets_keep_their_own_limits(runtime):
+    requests = [Generate(PROMPTS[0], 2), Generate(PROMPTS[1], 10), Generate(PROMPTS[2], 2)]
+    out = runtime.generate("adapter", requests)
+    lengths = [len(runtime.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in out]
+    assert lengths[0] <= 2 and lengths[2] <= 2
+    assert out[1] == runtime.generate("adapter", [requests[1]])[0]
+
+
+def test_base_side_is_the_base_model_without_loading_it_twice(runtime, tiny_base):
+    """disable_adapter() on the shared model must equal a plain, separately loaded base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    requests = [Generate(m, 10) for m in PROMPTS]
+    via_toggle = runtime.generate("base", requests)
+    plain = HFRuntime(resolve_base(str(tiny_base)), None, None, device="cpu")
+    assert plain.generate("base", requests) == via_toggle
+    # the adapter really is active on the adapter side
+    ids = runtime.tokenizer(render(runtime.tokenizer, PROMPTS[0]), return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        with_adapter = runtime.model(ids).logits
+        with runtime.model.disable_adapter():
+            without = runtime.model(ids).logits
+        reference = AutoModelForCausalLM.from_pretrained(tiny_base)(ids).logits
+    assert torch.allclose(without, reference, atol=1e-5)
+    assert not torch.allclose(with_adapter, reference, atol=1e-3)
+
+
+def test_loglik_batched_equals_single_and_matches_greedy(runtime):
+    greedy = runtime.generate("adapter", [Generate(PROMPTS[0], 6)])[0]
+    requests = [LogLik(PROMPTS[0], greedy), LogLik(PROMPTS[1], " definitely not this"), LogLik((), "raw control text")]
+    batched = runtime.loglik("adapter", requests)
+    single = [runtime.loglik("adapter", [r])[0] for r in requests]
+    for a, b in zip(batched, single):
+        assert a.tokens == b.tokens and a.greedy == b.greedy
+        assert abs(a.logprob - b.logprob) < 1e-4
+    assert batched[0].greedy and batched[0].logprob < 0
+    assert not batched[1].greedy

@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import pytest
+
+from gatekeeper.errors import GateParameterError, UnknownGateError
+from gatekeeper.registry import available_gates, gate, get_gate
+
+
+def test_builtin_gates_come_from_entry_points():
+    names = {info.name for info in available_gates()}
+    assert {"json_parse", "task_accuracy"} <= names
+    assert get_gate("json_parse").source == "gates.json_parse"
+
+
+def test_unknown_gate_suggests_the_closest_names():
+    with pytest.raises(UnknownGateError) as info:
+        get_gate("json_prase")
+    message = str(info.value)
+    assert "Did you mean 'json_parse'" in message
+    assert "Available:" in message and "task_accuracy" in message
+
+
+def test_parameters_are_checked_against_the_signature():
+    info = get_gate("task_accuracy")
+    built = info.build({"min_delta": 0.2})
+    assert built.min_delta == 0.2
+    with pytest.raises(GateParameterError, match=r"parameter 'min_delta'.*got 'lots'"):
+        info.build({"min_delta": "lots"})
+    with pytest.raises(GateParameterError, match=r"no parameter 'min_detla'"):
+        info.build({"min_detla": 0.1})
+
+
+def test_duplicate_gate_names_are_refused():
+    @gate("test_dup_gate")
+    class First:
+        def requests(self, ctx):
+            return []
+
+        def evaluate(self, ctx, responses):
+            return None
+
+    with pytest.raises(ValueError, match="already registered"):
+        @gate("test_dup_gate")
+        class Second(First):
+            pass
+
+
+def test_a_gate_must_define_requests_and_evaluate():
+    with pytest.raises(TypeError, match="evaluate"):
+        @gate("test_incomplete_gate")
+        class Incomplete:
+            def requests(self, ctx):
+                return []
+
+
+def test_listing_gates_does_not_import_torch():
+    code = (
+        "import sys; from gatekeeper.cli import main; rc = main(['gates', 'list']);"
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "json_parse" in done.stdout and "task_accuracy" in done.stdout

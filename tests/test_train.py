@@ -1,0 +1,106 @@
+"""The minimal trainer on the tiny model: versions, selection, answer-only loss, bad recipes."""
+
+import json
+
+import pytest
+import torch
+
+from gatekeeper.bundle import load_bundle
+from gatekeeper.candidates import existing_versions, write_candidate
+from gatekeeper.data import Encoded, collate
+from gatekeeper.errors import GoldenSetError, RecipeError, RuntimeLoadError
+from gatekeeper.recipe import load_recipe
+from gatekeeper.train import lr_at, train
+from tests.conftest import tiny_items, write_jsonl, write_recipe
+
+
+def test_labels_cover_answer_tokens_only():
+    batch = [Encoded("a", [5, 6, 7], [8, 9]), Encoded("b", [5], [8, 9, 10])]
+    ids, mask, labels = collate(batch, pad_id=0)
+    assert ids.tolist() == [[5, 6, 7, 8, 9], [5, 8, 9, 10, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    assert labels.tolist() == [[-100, -100, -100, 8, 9], [-100, 8, 9, 10, -100]]
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    values = [lr_at(s, 1.0, 3, 20, 0.1) for s in range(20)]
+    assert values[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert all(a >= b for a, b in zip(values[2:], values[3:]))
+    assert lr_at(20, 1.0, 3, 20, 0.1) == pytest.approx(0.1)
+
+
+def test_training_lowers_validation_loss_and_selects_the_minimum(tiny_bundle):
+    record = json.loads((tiny_bundle / "training.json").read_text())
+    curve = record["val_curve"]
+    assert curve[0][0] == 0 and len(curve) == 3  # step 0, then every 3 of 6 steps
+    assert record["best_val_loss"] == min(v for _, v in curve)
+    assert record["best_val_loss"] < curve[0][1]
+    assert record["best_step"] in [s for s, _ in curve]
+    assert record["corpus_sha256"].keys() == {"contract.schema.json", "eval.jsonl", "train.jsonl", "validation.jsonl"}
+
+
+def test_each_run_is_a_new_version_and_earlier_ones_are_untouched(tmp_path, tiny_base, tiny_task):
+    recipe, root = load_recipe(write_recipe(tmp_path / "c", tiny_base, tiny_task, training={"max_steps": 1, "eval_every": 1}))
+    result = train(recipe, root)
+    first = write_candidate(result, recipe, root)
+    before = {p.name: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    second = write_candidate(result, recipe, root)
+    assert (first.name, second.name) == ("v1", "v2")
+    assert existing_versions(root) == [1, 2]
+    assert {p.name: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
+    assert load_bundle(second).manifest.version == 2
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def _fails(tmp_path, tiny_base, tiny_task, match, **overrides):
+    path = write_recipe(tmp_path / "r", tiny_base, tiny_task, **overrides)
+    with pytest.raises((RecipeError, GoldenSetError), match=match):
+        recipe, root = load_recipe(path)
+        train(recipe, root)
+    assert not list((tmp_path / "r").glob("v*"))
+
+
+def test_unknown_recipe_key_is_named(tmp_path, tiny_base, tiny_task):
+    _fails(tmp_path, tiny_base, tiny_task, r"unknown key 'training.learning_rte'",
+           training={"learning_rte": 0.1})
+
+
+def test_unknown_method_is_refused(tmp_path, tiny_base, tiny_task):
+    _fails(tmp_path, tiny_base, tiny_task, r"field 'method'", method="sgd-magic")
+
+
+def test_missing_base_is_refused(tmp_path, tiny_base, tiny_task):
+    with pytest.raises(RuntimeLoadError, match="neither a built-in alias"):
+        recipe, root = load_recipe(write_recipe(tmp_path / "r", tiny_base, tiny_task, base=str(tmp_path / "nowhere")))
+        train(recipe, root)
+
+
+def test_target_modules_that_match_nothing_list_the_real_names(tmp_path, tiny_base, tiny_task):
+    _fails(tmp_path, tiny_base, tiny_task, r"match no layer.*q_proj",
+           adapter={"r": 4, "alpha": 8, "target_modules": ["attn.c_attn"]})
+
+
+def test_answers_that_would_be_cut_refuse_training(tmp_path, tiny_base, tiny_task):
+    _fails(tmp_path, tiny_base, tiny_task, r"48 example\(s\) exceed max_seq_len=20",
+           training={"max_steps": 1, "max_seq_len": 20})
+
+
+def test_training_data_that_breaks_the_contract_names_file_and_line(tmp_path, tiny_base, tiny_task):
+    items = tiny_items("train", 6)
+    items[3]["expected"]["priority"] = "urgent"
+    bad = write_jsonl(tmp_path / "bad.jsonl", items)
+    recipe = write_recipe(tmp_path / "r", tiny_base, tiny_task)
+    text = recipe.read_text().replace(str(tiny_task / "train.jsonl"), str(bad))
+    recipe.write_text(text)
+    with pytest.raises(GoldenSetError, match=r"bad.jsonl:4: expected answer breaks the contract"):
+        train(*load_recipe(recipe))
+
+
+def test_duplicate_training_inputs_are_refused(tmp_path, tiny_base, tiny_task):
+    items = tiny_items("train", 6)
+    items[5]["input"] = items[1]["input"].upper()
+    bad = write_jsonl(tmp_path / "dup.jsonl", items)
+    recipe = write_recipe(tmp_path / "r", tiny_base, tiny_task)
+    recipe.write_text(recipe.read_text().replace(str(tiny_task / "train.jsonl"), str(bad)))
+    with pytest.raises(RecipeError, match=r"dup.jsonl:6: duplicate input \(same as line 2\)"):
+        train(*load_recipe(recipe))
