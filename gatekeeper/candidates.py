@@ -20,6 +20,7 @@ from gatekeeper.basemodel import ALIASES, tokenizer_fingerprint
 from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, TaskSpec, file_ref, write_manifest
 from gatekeeper.hashing import sha256_file
 from gatekeeper.recipe import Recipe
+from gatekeeper.signing import sign_bundle
 from gatekeeper.train import TrainResult
 
 _VERSION = re.compile(r"^v(\d+)$")
@@ -45,6 +46,7 @@ def write_candidate(result: TrainResult, recipe: Recipe, root: Path) -> Path:
             version = (existing_versions(target_dir) or [0])[-1] + 1
             # bundle.yaml is the only file that names the version
             write_manifest(staging, manifest.model_copy(update={"version": version}))
+            sign_bundle(staging)
             try:
                 os.rename(staging, target_dir / f"v{version}")
                 return target_dir / f"v{version}"

@@ -21,6 +21,7 @@ from gatekeeper.engine import PhaseReporter, run_gates
 from gatekeeper.errors import BundleError
 from gatekeeper.hashing import sha256_json
 from gatekeeper.reports import write_reports
+from gatekeeper.signing import SignatureStatus, verify_signature
 from gatekeeper.verdict import BundleSummary, Verdict, exit_code_for
 
 
@@ -30,17 +31,22 @@ class Prepared:
     gates: list
     base: ResolvedBase
     runtime: object  # an HFRuntime, before any weights are loaded
+    signature: SignatureStatus
 
 
 def adapter_sha256(bundle: LoadedBundle) -> str:
     return sha256_json(bundle.manifest.adapter.files)
 
 
-def prepare(path: str | Path, *, device: str | None = None) -> Prepared:
-    """Everything short of loading weights: hashes, gates, base identity, tokenizer."""
+def prepare(path: str | Path, *, device: str | None = None, allow_unsigned: bool = False) -> Prepared:
+    """Everything short of loading weights: hashes, signature, gates, base identity, tokenizer."""
     from gatekeeper.hf_runtime import HFRuntime
 
     bundle = load_bundle(path)
+    signature = verify_signature(bundle.root)
+    if not signature.ok and not (allow_unsigned and signature.state == "unsigned"):
+        hint = " (pass --allow-unsigned to check it anyway)" if signature.state == "unsigned" else ""
+        raise BundleError(signature.detail + hint)
     gates = build_gates(bundle.manifest)
     manifest = bundle.manifest
     base = resolve_base(manifest.base.ref, relative_to=bundle.root)
@@ -60,7 +66,7 @@ def prepare(path: str | Path, *, device: str | None = None) -> Prepared:
         if found[key] != recorded:
             what = key.removesuffix("_sha256").replace("_", " ")
             raise BundleError(f"{what} of base {manifest.base.ref!r} differs from the one the adapter was trained with")
-    return Prepared(bundle, gates, base, runtime)
+    return Prepared(bundle, gates, base, runtime, signature)
 
 
 def environment(device: str) -> dict:
@@ -79,7 +85,7 @@ def environment(device: str) -> dict:
     }
 
 
-def summarize(bundle: LoadedBundle) -> BundleSummary:
+def summarize(bundle: LoadedBundle, signature: SignatureStatus) -> BundleSummary:
     manifest = bundle.manifest
     training = {}
     if manifest.training is not None:
@@ -96,6 +102,7 @@ def summarize(bundle: LoadedBundle) -> BundleSummary:
         tokenizer_sha256=manifest.base.tokenizer_sha256,
         chat_template_sha256=manifest.base.chat_template_sha256,
         golden_sets={name: ref.sha256 for name, ref in sorted(manifest.golden_sets.items())},
+        signature=str(signature),
         training=training,
     )
 
@@ -129,7 +136,7 @@ def run_check(
         gatekeeper_version=__version__,
         passed=code == 0,
         exit_code=int(code),
-        bundle=summarize(prepared.bundle),
+        bundle=summarize(prepared.bundle, prepared.signature),
         gates=results,
         environment=environment(runtime.identity("base")["device"]),
         timing=timing,

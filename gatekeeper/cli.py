@@ -43,7 +43,7 @@ def cmd_check(args) -> int:
     from gatekeeper.check import prepare, run_check
 
     console = _console()
-    prepared = prepare(args.bundle, device=args.device)
+    prepared = prepare(args.bundle, device=args.device, allow_unsigned=args.allow_unsigned)
     manifest = prepared.bundle.manifest
     console.print(f"checking [bold]{manifest.name} v{manifest.version}[/] on base {manifest.base.ref} "
                   f"({len(prepared.gates)} gates)")
@@ -109,6 +109,20 @@ def cmd_train(args) -> int:
     return ExitCode.PASSED
 
 
+def cmd_verify(args) -> int:
+    from gatekeeper.bundle import load_bundle
+    from gatekeeper.errors import BundleError
+    from gatekeeper.signing import verify_signature
+
+    bundle = load_bundle(args.bundle)  # every artifact hash, naming the file that differs
+    status = verify_signature(bundle.root)
+    if not status.ok:
+        raise BundleError(status.detail)
+    files = len(bundle.manifest.file_refs())
+    print(f"{bundle.root}: {files} artifact hashes match; {status.detail}")
+    return ExitCode.PASSED
+
+
 def cmd_schema(args) -> int:
     import json
 
@@ -130,8 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", help="report directory (default: reports/<name>/v<N>)")
     check.add_argument("--device", help="override the bundle's serving device (cpu, cuda)")
     check.add_argument("--no-cache", action="store_true", help="ignore cached responses and run the model")
+    check.add_argument("--allow-unsigned", action="store_true", help="accept a bundle that carries no signature")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     check.set_defaults(func=cmd_check)
+
+    verify = sub.add_parser("verify", help="check a bundle's signature and every artifact hash")
+    verify.add_argument("bundle")
+    verify.set_defaults(func=cmd_verify)
 
     train = sub.add_parser("train", help="train a candidate from a recipe into <dir>/v<N>")
     train.add_argument("recipe", help="recipe.yaml")

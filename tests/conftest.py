@@ -24,15 +24,27 @@ PROMPT_USER = 'Classify this ticket as JSON with "priority" and "reason".\nTicke
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
-    """Keep the response cache and converted models of tests away from the user's."""
-    previous = os.environ.get("GATEKEEPER_CACHE_DIR")
-    os.environ["GATEKEEPER_CACHE_DIR"] = str(tmp_path_factory.mktemp("gk-cache"))
+def _isolated_dirs(tmp_path_factory):
+    """Keep the tests' response cache, converted models and signing key away from the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GATEKEEPER_CACHE_DIR", str(tmp_path_factory.mktemp("gk-cache")))
+    mp.setenv("GATEKEEPER_CONFIG_DIR", str(tmp_path_factory.mktemp("gk-config")))
     yield
-    if previous is None:
-        os.environ.pop("GATEKEEPER_CACHE_DIR", None)
-    else:
-        os.environ["GATEKEEPER_CACHE_DIR"] = previous
+    mp.undo()
+
+
+def edit_manifest(bundle: Path, change, resign: bool = True) -> None:
+    """Change bundle.yaml as its author would: edit, then sign again."""
+    import yaml
+
+    from gatekeeper.signing import sign_bundle
+
+    path = bundle / "bundle.yaml"
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    if resign:
+        sign_bundle(bundle)
 
 
 def tiny_items(prefix: str, count: int, offset: int = 0) -> list[dict]:
@@ -140,12 +152,9 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
     """A private copy of the tiny bundle that a test may damage."""
     target = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, target)
-    manifest = target / "bundle.yaml"
-    # a directory base is written relative to the bundle; keep it pointing at the same place
-    import yaml
 
-    data = yaml.safe_load(manifest.read_text())
-    if not data["base"]["ref"].startswith("smollm2"):
+    def absolute_base(data):  # a directory base is written relative to the bundle
         data["base"]["ref"] = str((tiny_bundle / data["base"]["ref"]).resolve())
-    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    edit_manifest(target, absolute_base)
     return target

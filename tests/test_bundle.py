@@ -4,10 +4,10 @@ import json
 import shutil
 
 import pytest
-import yaml
 
-from gatekeeper.cli import main
 from gatekeeper.bundle import load_bundle
+from gatekeeper.cli import main
+from tests.conftest import edit_manifest
 
 
 def run_check(bundle, tmp_path, capsys):
@@ -15,13 +15,6 @@ def run_check(bundle, tmp_path, capsys):
     code = main(["check", str(bundle), "--out", str(out), "-q"])
     captured = capsys.readouterr()
     return code, captured.err.strip().splitlines(), out
-
-
-def edit_manifest(bundle, change):
-    path = bundle / "bundle.yaml"
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def _set_gate_param(data):
@@ -62,7 +55,6 @@ def test_bad_bundle_exits_2_with_one_line_and_writes_nothing(case, bundle_copy, 
 
 def test_a_different_base_directory_is_caught_by_hash(bundle_copy, tiny_base, tmp_path, capsys):
     """Same architecture, different weights: the base hash differs, so the check refuses."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     other = tmp_path / "other-base"

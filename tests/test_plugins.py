@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from tests.conftest import edit_manifest
 
 FIXTURE = Path(__file__).parent / "fixtures" / "extra_gate"
 
@@ -24,10 +24,7 @@ def test_third_party_gate_installs_lists_and_runs(tmp_path, bundle_copy):
     listed = subprocess.run([*gatekeeper, "gates", "list"], env=env, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and "extra/short_answers" in listed.stdout
 
-    manifest = bundle_copy / "bundle.yaml"
-    data = yaml.safe_load(manifest.read_text())
-    data["gates"] = [{"name": "extra/short_answers", "params": {"max_chars": 1}}]
-    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    edit_manifest(bundle_copy, lambda d: d.update(gates=[{"name": "extra/short_answers", "params": {"max_chars": 1}}]))
     checked = subprocess.run([*gatekeeper, "check", str(bundle_copy), "--out", str(tmp_path / "r"), "-q"],
                              env=env, capture_output=True, text=True, timeout=300)
     assert checked.returncode == 1, checked.stderr  # every answer is longer than one character

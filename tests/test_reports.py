@@ -4,9 +4,8 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-import yaml
-
 from gatekeeper.cli import main
+from tests.conftest import edit_manifest
 
 
 def _check(bundle, out, *extra):
@@ -44,10 +43,8 @@ def test_report_shows_both_sides_and_the_evidence(tiny_bundle, tmp_path):
 
 
 def test_a_failing_gate_exits_1_and_is_a_junit_failure(bundle_copy, tmp_path):
-    path = bundle_copy / "bundle.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["gates"][0]["params"]["min_rate"] = 1.0  # the tiny adapter cannot emit perfect JSON
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    # the tiny adapter cannot emit perfect JSON
+    edit_manifest(bundle_copy, lambda d: d["gates"][0]["params"].update(min_rate=1.0))
     assert _check(bundle_copy, tmp_path) == 1
     suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
@@ -58,11 +55,7 @@ def test_a_failing_gate_exits_1_and_is_a_junit_failure(bundle_copy, tmp_path):
 
 
 def test_an_advisory_failure_still_exits_0(bundle_copy, tmp_path):
-    path = bundle_copy / "bundle.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["gates"][0]["params"]["min_rate"] = 1.0
-    data["gates"][0]["required"] = False
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    edit_manifest(bundle_copy, lambda d: d["gates"][0].update(required=False, params={"min_rate": 1.0}))
     assert _check(bundle_copy, tmp_path) == 0
     case = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite/testcase[@name='json_parse']")
     assert case.find("skipped").get("message").startswith("advisory gate failed")

@@ -1,0 +1,56 @@
+"""The shipped support-ticket golden set: checksums, balance, contract, split hygiene."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from rapidfuzz import fuzz, process
+
+from gatekeeper.goldens import Contract, load_jsonl
+from gatekeeper.hashing import sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent / "golden_sets" / "support_tickets"
+SPLITS = {"train": 400, "validation": 50, "eval": 200}
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {name: load_jsonl(ROOT / f"{name}.jsonl") for name in SPLITS}
+
+
+def test_recorded_checksums_match_the_files():
+    recorded = dict(reversed(line.split()) for line in (ROOT / "SHA256SUMS").read_text().splitlines())
+    assert set(recorded) == {"contract.schema.json", "train.jsonl", "validation.jsonl", "eval.jsonl"}
+    for name, digest in recorded.items():
+        assert sha256_file(ROOT / name) == digest, f"{name} changed: update SHA256SUMS"
+
+
+def test_sizes_and_label_balance(splits):
+    contract = Contract.load(ROOT / "contract.schema.json")
+    for name, minimum in SPLITS.items():
+        items = splits[name]
+        assert len(items) >= minimum
+        contract.check_items(items, ROOT / f"{name}.jsonl")
+        counts = Counter(i.expected["priority"] for i in items)
+        assert set(counts) == set(contract.labels)
+        for label, count in counts.items():
+            assert 0.15 <= count / len(items) <= 0.35, (name, label, count)
+
+
+def test_no_evaluation_input_appears_in_training(splits):
+    train = [_normal(i.input) for i in splits["train"]]
+    for name in ("eval", "validation"):
+        held_out = [_normal(i.input) for i in splits[name]]
+        assert not set(held_out) & set(train)
+        scores = process.cdist(held_out, train, scorer=fuzz.ratio, workers=-1)
+        assert scores.max() < 85, f"{name} has a near-copy of a training ticket"
+
+
+def test_inputs_are_distinct_within_each_split(splits):
+    for items in splits.values():
+        inputs = [_normal(i.input) for i in items]
+        assert len(set(inputs)) == len(inputs)
