@@ -16,7 +16,7 @@ else
 TORCH_SPEC ?= torch==2.13.0
 endif
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench schemas clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/gate_run.py
+
+# Regenerate the committed JSON Schemas after changing a document model.
+schemas: install
+	for d in bundle recipe verdict; do $(BIN)/gatekeeper schema $$d > gatekeeper/schemas/$$d.schema.json; done
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache

@@ -79,6 +79,8 @@ class Serving(_Doc):
 
     device: str = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    quantization: Literal["none", "nf4"] = "none"
+    """``nf4``: the base is served frozen in 4-bit, as a QLoRA candidate was trained."""
     batch_size: int = Field(16, gt=0)
 
 

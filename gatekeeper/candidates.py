@@ -90,7 +90,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         golden_sets={name: file_ref(staging, f"data/{name}.jsonl") for name in ("eval", "train", "validation")},
         gates=recipe.gates,
         decoding=recipe.decoding,
-        serving=recipe.serving,
+        # a QLoRA adapter is served over the same 4-bit base it was trained on
+        serving=recipe.serving.model_copy(update={"quantization": "nf4"}) if recipe.method == "qlora" else recipe.serving,
         recipe=file_ref(staging, "recipe.yaml"),
         training=file_ref(staging, "training.json"),
     )

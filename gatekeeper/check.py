@@ -58,7 +58,8 @@ def prepare(path: str | Path, *, device: str | None = None, allow_unsigned: bool
     serving = manifest.serving
     runtime = HFRuntime(
         base, bundle.adapter_dir, adapter_sha256(bundle),
-        device=device or serving.device, dtype=serving.dtype, batch_size=serving.batch_size,
+        device=device or serving.device, dtype=serving.dtype, quantization=serving.quantization,
+        batch_size=serving.batch_size,
     )
     found = runtime.fingerprint()
     for key in ("tokenizer_sha256", "chat_template_sha256"):

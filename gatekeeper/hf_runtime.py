@@ -40,10 +40,12 @@ class HFRuntime:
         *,
         device: str = "auto",
         dtype: str = "float32",
+        quantization: str = "none",
         batch_size: int = 16,
     ):
         self.base, self.adapter_dir, self.adapter_sha256 = base, adapter_dir, adapter_sha256
         self.device_name, self.dtype_name, self.batch_size = device, dtype, batch_size
+        self.quantization = quantization
         self._model = None
         self._tokenizer = None
         self._fingerprint: dict[str, str] | None = None
@@ -72,6 +74,7 @@ class HFRuntime:
             "torch": torch.__version__,
             "device": pick_device(self.device_name).type,
             "dtype": self.dtype_name,
+            "quantization": self.quantization,
             "base_sha256": self.base.sha256,
             **self.fingerprint(),
             "side": "base" if side == "base" else side,
@@ -88,22 +91,12 @@ class HFRuntime:
         return self._model
 
     def _load(self):
-        import torch
-        from transformers import AutoModelForCausalLM
+        from gatekeeper.modeling import load_base_model
 
-        from gatekeeper.modeling import pick_device
-
-        device = pick_device(self.device_name)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                self.base.path, dtype=getattr(torch, self.dtype_name), use_safetensors=True
-            )
-        except (OSError, ValueError) as exc:
-            raise RuntimeLoadError(f"base {self.base.ref!r} would not load: {exc}") from None
+        model = load_base_model(self.base.path, dtype=self.dtype_name, quantization=self.quantization, device=self.device_name)
         if self.adapter_dir is not None:
             model = load_adapter(model, self.adapter_dir)
-        model.to(device).eval()
-        return model
+        return model.eval()
 
     def _sides(self, side: Side):
         """Context manager that puts the model on the requested side."""

@@ -51,3 +51,36 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+def load_base_model(path, *, dtype: str = "float32", quantization: str = "none", device: str = "auto"):
+    """The base as a causal LM: full precision, or frozen in 4-bit NF4 with double quantisation.
+
+    bitsandbytes runs NF4 on the CPU as well as on CUDA, so QLoRA needs no GPU.
+    """
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM
+
+    from gatekeeper.errors import MissingDependency, RuntimeLoadError
+
+    target = pick_device(device)
+    kwargs = {"dtype": getattr(torch, dtype), "use_safetensors": True}
+    if quantization == "nf4":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise MissingDependency("bitsandbytes", "4-bit (QLoRA) loading")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=getattr(torch, dtype),
+        )
+        kwargs["device_map"] = {"": target.index if target.type == "cuda" and target.index is not None else target.type}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeLoadError(f"base {path} would not load: {first}") from None
+    return model if quantization == "nf4" else model.to(target)

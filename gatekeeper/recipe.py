@@ -82,7 +82,8 @@ class Recipe(_Doc):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Candidates are written to ``<output_dir>/v<N>``."""
     base: str = DEFAULT_BASE
-    method: Literal["lora"] = "lora"
+    method: Literal["lora", "qlora", "dora"] = "lora"
+    """lora: peft LoRA; qlora: LoRA over a frozen 4-bit NF4 base (bitsandbytes); dora: weight-decomposed LoRA."""
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     data: DataSettings
     training: TrainingSettings = Field(default_factory=TrainingSettings)

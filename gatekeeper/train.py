@@ -51,6 +51,7 @@ def build_peft_model(base_model, recipe: Recipe):
 
     settings = recipe.adapter
     config = LoraConfig(
+        use_dora=recipe.method == "dora",
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
@@ -89,10 +90,9 @@ def _validation_loss(model, batches) -> float:
 
 def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
     import torch
-    from transformers import AutoModelForCausalLM
 
     from gatekeeper.hf_runtime import load_tokenizer
-    from gatekeeper.modeling import answer_loss, pick_device
+    from gatekeeper.modeling import answer_loss, load_base_model, pick_device
 
     settings = recipe.training
     data = recipe.data
@@ -110,8 +110,14 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
 
     torch.manual_seed(settings.seed)
     device = pick_device(recipe.serving.device)
-    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, use_safetensors=True)
-    model = build_peft_model(model, recipe).to(device)
+    quantization = "nf4" if recipe.method == "qlora" else "none"
+    model = load_base_model(base.path, dtype="float32", quantization=quantization, device=recipe.serving.device)
+    if quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        # frozen 4-bit base; norms and embeddings kept in full precision for stable training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = build_peft_model(model, recipe)
     model.train()
 
     per_epoch = math.ceil(len(train_set) / (settings.batch_size * settings.grad_accum))
@@ -192,4 +198,6 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
         "tokens_per_second": round(tokens_seen / max(wall, 1e-9), 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if device.type == "cuda":
+        record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return TrainResult(model, tokenizer, base, record)
