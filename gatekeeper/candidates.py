@@ -78,6 +78,9 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
     record = dict(result.record)
     record["corpus_sha256"] = {name: sha256_file(staging / "data" / name) for name in sorted(copies)}
     record["packages"] = _package_versions()
+    # the point of an adapter is to be small next to its base: record both sizes
+    record["adapter_bytes"] = (staging / "adapter" / "adapter_model.safetensors").stat().st_size
+    record["base_bytes"] = sum(p.stat().st_size for p in result.base.path.glob("*.safetensors"))
     (staging / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     adapter_files = {p.name: sha256_file(p) for p in sorted((staging / "adapter").iterdir()) if p.is_file()}
     return Bundle(

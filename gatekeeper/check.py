@@ -91,7 +91,8 @@ def summarize(bundle: LoadedBundle, signature: SignatureStatus) -> BundleSummary
     training = {}
     if manifest.training is not None:
         record = json.loads(bundle.path(manifest.training).read_text(encoding="utf-8"))
-        training = {k: record[k] for k in ("method", "steps", "best_step", "best_val_loss", "val_curve", "seed") if k in record}
+        keys = ("method", "steps", "best_step", "best_val_loss", "val_curve", "seed", "adapter_bytes", "base_bytes")
+        training = {k: record[k] for k in keys if k in record}
     return BundleSummary(
         path=str(bundle.root),
         name=manifest.name,
@@ -119,6 +120,7 @@ def run_check(
     use_cache: bool = True,
     cache_path: Path | None = None,
     report_phase: PhaseReporter | None = None,
+    record: bool = True,
 ) -> tuple[Verdict, dict[str, Path]]:
     started = time.perf_counter()
     runtime = prepared.runtime
@@ -143,4 +145,8 @@ def run_check(
         timing=timing,
     )
     paths = write_reports(verdict, out_dir or default_report_dir(prepared.bundle))
+    if record:  # promote reads the latest verdict from the registry
+        from gatekeeper.release import record_check
+
+        record_check(prepared.bundle, str(prepared.signature), paths["verdict.json"], verdict.passed, verdict.exit_code)
     return verdict, paths

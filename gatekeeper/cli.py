@@ -123,6 +123,60 @@ def cmd_verify(args) -> int:
     return ExitCode.PASSED
 
 
+def cmd_promote(args) -> int:
+    from gatekeeper.release import promote
+
+    print(promote(Path(args.bundle), args.channel))
+    return ExitCode.PASSED
+
+
+def cmd_rollback(args) -> int:
+    from gatekeeper.release import rollback
+
+    print(rollback(args.name, _version_number(args.to), Path(args.registry)))
+    return ExitCode.PASSED
+
+
+def _version_number(text: str) -> int:
+    digits = text[1:] if text.lower().startswith("v") else text
+    if not digits.isdigit():
+        raise GatekeeperError(f"--to expects a version like v3, got {text!r}")
+    return int(digits)
+
+
+def cmd_history(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gatekeeper.versions import Registry, RegistryError
+
+    if not Path(args.registry).is_file():
+        raise RegistryError(f"no registry at {args.registry}")
+    with Registry(Path(args.registry)) as registry:
+        versions = registry.versions(args.name)
+        if not versions:
+            raise RegistryError(f"no versions of {args.name!r} in {args.registry}")
+        table = Table("version", "channel", "latest verdict", "signature", "registered", title=f"{args.name}: versions")
+        for number in versions:
+            row = registry.version(args.name, number)
+            verdict = registry.latest_verdict(args.name, number)
+            word = "none" if verdict is None else ("pass" if verdict["passed"] else f"fail (exit {verdict['exit_code']})")
+            table.add_row(f"v{number}", row.channel, word, row.signature, row.registered_at)
+        verdicts = Table("when", "version", "verdict", "verdict sha256", title="verdicts")
+        for verdict in registry.verdicts(args.name):
+            word = "pass" if verdict["passed"] else f"fail (exit {verdict['exit_code']})"
+            verdicts.add_row(verdict["recorded_at"], f"v{verdict['version']}", word, verdict["verdict_sha256"][:12])
+        events = Table("when", "version", "action", "from", "to", "who", title="events")
+        for event in registry.events(args.name):
+            events.add_row(event["at"], f"v{event['version']}", event["action"], event["channel_from"] or "",
+                           event["channel_to"] or "", event["actor"])
+    console = Console()
+    console.print(table)
+    console.print(verdicts)
+    console.print(events)
+    return ExitCode.PASSED
+
+
 def cmd_schema(args) -> int:
     import json
 
@@ -160,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     gates = sub.add_parser("gates", help="list installed gates")
     gates_sub = gates.add_subparsers(dest="gates_command", required=True)
     gates_sub.add_parser("list", help="list installed gates").set_defaults(func=cmd_gates_list)
+
+    promote = sub.add_parser("promote", help="move a verified, passing version to a release channel")
+    promote.add_argument("bundle")
+    promote.add_argument("--channel", default="production", choices=["candidate", "production", "archived"])
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="restore an earlier production version")
+    rollback.add_argument("name")
+    rollback.add_argument("--to", required=True, help="the version to restore, e.g. v1")
+    rollback.add_argument("--registry", default="adapters/registry.sqlite")
+    rollback.set_defaults(func=cmd_rollback)
+
+    history = sub.add_parser("history", help="versions, verdicts and promotions of an adapter")
+    history.add_argument("name")
+    history.add_argument("--registry", default="adapters/registry.sqlite")
+    history.set_defaults(func=cmd_history)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of a document")
     schema.add_argument("document", choices=["bundle", "recipe", "verdict"])

@@ -37,6 +37,8 @@ def test_training_lowers_validation_loss_and_selects_the_minimum(tiny_bundle):
     assert record["best_val_loss"] < curve[0][1]
     assert record["best_step"] in [s for s, _ in curve]
     assert record["corpus_sha256"].keys() == {"contract.schema.json", "eval.jsonl", "train.jsonl", "validation.jsonl"}
+    assert record["adapter_bytes"] == (tiny_bundle / "adapter" / "adapter_model.safetensors").stat().st_size
+    assert record["base_bytes"] > record["adapter_bytes"] > 0
 
 
 def test_each_run_is_a_new_version_and_earlier_ones_are_untouched(tmp_path, tiny_base, tiny_task):
