@@ -147,3 +147,18 @@ def tokenizer_fingerprint(tokenizer) -> dict[str, str]:
         "tokenizer_sha256": sha256_text(vocab + repr(specials)),
         "chat_template_sha256": sha256_text(template),
     }
+
+
+def serving_profile(tokenizer) -> dict:
+    """What decides how prompts are rendered and where generation stops, in plain text for diffs."""
+    specials = {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())}
+    stop_ids = sorted({i for i in [tokenizer.eos_token_id] if i is not None})
+    return {
+        "chat_template": tokenizer.chat_template or "",
+        "special_tokens": specials,
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+        "stop_token_ids": stop_ids,
+        "stop_tokens": [tokenizer.convert_ids_to_tokens(i) for i in stop_ids],
+        **tokenizer_fingerprint(tokenizer),
+    }

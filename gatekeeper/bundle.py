@@ -106,11 +106,13 @@ class Bundle(_Doc):
     recipe: FileRef | None = None
     training: FileRef | None = None
     """The training record (JSON), when the bundle came from gatekeeper's trainer."""
+    serving_profile: FileRef | None = None
+    """Chat template, special and stop tokens the adapter was trained with (JSON)."""
 
     def file_refs(self) -> list[FileRef]:
         refs = [self.task.contract, *self.golden_sets.values()]
         refs += [FileRef(path=f"{self.adapter.path}/{n}", sha256=h) for n, h in sorted(self.adapter.files.items())]
-        refs += [r for r in (self.recipe, self.training) if r is not None]
+        refs += [r for r in (self.recipe, self.training, self.serving_profile) if r is not None]
         return refs
 
 

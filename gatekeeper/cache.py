@@ -53,6 +53,9 @@ class CachedRuntime:
     def identity(self, side: Side) -> dict:
         return self.inner.identity(side)
 
+    def profile(self) -> dict | None:
+        return self.inner.profile() if hasattr(self.inner, "profile") else None
+
     def _keys(self, side: Side, requests) -> list[str]:
         identity = self.inner.identity(side)
         return [sha256_json({"runtime": identity, "request": r.key}) for r in requests]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from gatekeeper.basemodel import ALIASES, tokenizer_fingerprint
+from gatekeeper.basemodel import ALIASES, serving_profile, tokenizer_fingerprint
 from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, TaskSpec, file_ref, write_manifest
 from gatekeeper.hashing import sha256_file
 from gatekeeper.recipe import Recipe
@@ -82,6 +82,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
     record["adapter_bytes"] = (staging / "adapter" / "adapter_model.safetensors").stat().st_size
     record["base_bytes"] = sum(p.stat().st_size for p in result.base.path.glob("*.safetensors"))
     (staging / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    profile = serving_profile(result.tokenizer)
+    (staging / "serving_profile.json").write_text(json.dumps(profile, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     adapter_files = {p.name: sha256_file(p) for p in sorted((staging / "adapter").iterdir()) if p.is_file()}
     return Bundle(
         name=recipe.name,
@@ -97,6 +99,7 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         serving=recipe.serving.model_copy(update={"quantization": "nf4"}) if recipe.method == "qlora" else recipe.serving,
         recipe=file_ref(staging, "recipe.yaml"),
         training=file_ref(staging, "training.json"),
+        serving_profile=file_ref(staging, "serving_profile.json"),
     )
 
 

@@ -25,6 +25,8 @@ class GateContext:
     """What a gate may read: the bundle, its golden sets, contract and prompt."""
 
     bundle: LoadedBundle
+    serving: dict | None = None
+    """The runtime's serving profile (chat template, special and stop tokens), when it has one."""
 
     @property
     def contract(self) -> Contract:
@@ -71,7 +73,8 @@ def collect_requests(ctx: GateContext, gates: list) -> tuple[dict[Side, dict[str
 def run_gates(
     bundle: LoadedBundle, gates: list, runtime: Runtime, report_phase: PhaseReporter | None = None
 ) -> list[GateResult]:
-    ctx = GateContext(bundle)
+    profile = getattr(runtime, "profile", None)
+    ctx = GateContext(bundle, serving=profile() if profile else None)
     wanted, failed = collect_requests(ctx, gates)
     table: dict[tuple[Side, str], Any] = {}
     for side in sorted(wanted):

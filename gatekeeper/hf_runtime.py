@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatekeeper.basemodel import PICKLED_SUFFIXES, ResolvedBase, tokenizer_fingerprint
+from gatekeeper.basemodel import PICKLED_SUFFIXES, ResolvedBase, serving_profile, tokenizer_fingerprint
 from gatekeeper.errors import RuntimeLoadError
 from gatekeeper.runtime import Generate, LogLik, LogLikResult, Messages, Progress, Side
 
@@ -61,6 +61,10 @@ class HFRuntime:
         if self._fingerprint is None:
             self._fingerprint = tokenizer_fingerprint(self.tokenizer)
         return self._fingerprint
+
+    def profile(self) -> dict:
+        """The chat template, special and stop tokens this runtime serves with."""
+        return serving_profile(self.tokenizer)
 
     def identity(self, side: Side) -> dict:
         import torch

@@ -74,7 +74,7 @@ class Selection(_Doc):
 
 
 def default_gates() -> list[GateSpec]:
-    return [GateSpec(name="json_parse"), GateSpec(name="task_accuracy")]
+    return [GateSpec(name="json_parse"), GateSpec(name="task_accuracy"), GateSpec(name="template_drift")]
 
 
 class Recipe(_Doc):
