@@ -69,6 +69,7 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
     (staging / "data").mkdir()
     copies = {"contract.schema.json": data.contract, "train.jsonl": data.train,
               "validation.jsonl": data.validation, "eval.jsonl": data.eval}
+    copies |= {f"{name}.jsonl": source for name, source in sorted(data.extra.items())}
     for name, source in copies.items():
         shutil.copyfile(root / source, staging / "data" / name)
     result.model.save_pretrained(staging / "adapter", safe_serialization=True)
@@ -92,7 +93,9 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
                      **tokenizer_fingerprint(result.tokenizer)),
         adapter=AdapterRef(path="adapter", method=recipe.method, files=adapter_files),
         task=TaskSpec(contract=file_ref(staging, "data/contract.schema.json"), prompt=data.prompt),
-        golden_sets={name: file_ref(staging, f"data/{name}.jsonl") for name in ("eval", "train", "validation")},
+        golden_sets={
+            name: file_ref(staging, f"data/{name}.jsonl") for name in ("eval", "train", "validation", *sorted(data.extra))
+        },
         gates=recipe.gates,
         decoding=recipe.decoding,
         # a QLoRA adapter is served over the same 4-bit base it was trained on

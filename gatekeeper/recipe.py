@@ -43,6 +43,15 @@ class DataSettings(_Doc):
     contract: str
     prompt: PromptTemplate = Field(default_factory=PromptTemplate)
     """How an input becomes chat messages; the runtime renders evaluation prompts the same way."""
+    extra: dict[str, str] = Field(default_factory=dict)
+    """More golden sets the gates use (name -> JSONL file), e.g. ``regression`` and ``control``."""
+
+    @model_validator(mode="after")
+    def _names(self):
+        taken = {"train", "validation", "eval", "contract"} & set(self.extra)
+        if taken:
+            raise ValueError(f"extra golden set name {sorted(taken)[0]!r} is reserved")
+        return self
 
 
 class TrainingSettings(_Doc):

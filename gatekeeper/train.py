@@ -101,6 +101,8 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
     train_items = load_training_split(root / data.train, contract)
     val_items = load_training_split(root / data.validation, contract)
     load_jsonl(root / data.eval)
+    for extra in data.extra.values():  # fail now, not after training, on a bad golden set
+        load_jsonl(root / extra)
     base = resolve_base(recipe.base, relative_to=root)
     tokenizer = load_tokenizer(base.path)
     train_set = encode(train_items, tokenizer, data.prompt)
