@@ -158,3 +158,21 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 
     edit_manifest(target, absolute_base)
     return target
+
+
+def fake_bundle(golden: dict[str, list[dict]]):
+    """An in-memory bundle for gate logic on a fake runtime: no files, no model."""
+    from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, FileRef, LoadedBundle, PromptTemplate, TaskSpec
+    from gatekeeper.goldens import Contract, GoldenItem
+
+    ref = FileRef(path="x", sha256="0" * 64)
+    manifest = Bundle(
+        name="fake", version=1,
+        base=BaseRef(ref="fake", sha256="0" * 64, tokenizer_sha256="0", chat_template_sha256="0"),
+        adapter=AdapterRef(files={}), task=TaskSpec(contract=ref, prompt=PromptTemplate()),
+        golden_sets={name: ref for name in golden}, gates=[],
+    )
+    loaded = {name: [GoldenItem(i["id"], i["input"], i["expected"], n) for n, i in enumerate(items, 1)]
+              for name, items in golden.items()}
+    return LoadedBundle(root=CONTRACT.parent, manifest=manifest, manifest_sha256="0",
+                        contract=Contract.load(CONTRACT), golden=loaded)

@@ -2,28 +2,16 @@
 
 import json
 
-import pytest
-
-from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, FileRef, GateSpec, LoadedBundle, PromptTemplate, TaskSpec
+from gatekeeper.bundle import LoadedBundle
 from gatekeeper.engine import run_gates
-from gatekeeper.goldens import Contract, GoldenItem
 from gatekeeper.registry import gate, get_gate
 from gatekeeper.runtime import FakeRuntime
 from gatekeeper.verdict import exit_code_for
-from tests.conftest import CONTRACT, tiny_items
+from tests.conftest import fake_bundle, tiny_items
 
 
 def make_bundle(items) -> LoadedBundle:
-    ref = FileRef(path="x", sha256="0" * 64)
-    manifest = Bundle(
-        name="fake", version=1,
-        base=BaseRef(ref="fake", sha256="0" * 64, tokenizer_sha256="0", chat_template_sha256="0"),
-        adapter=AdapterRef(files={}), task=TaskSpec(contract=ref, prompt=PromptTemplate()),
-        golden_sets={"eval": ref}, gates=[GateSpec(name="json_parse"), GateSpec(name="task_accuracy")],
-    )
-    golden = [GoldenItem(i["id"], i["input"], i["expected"], n) for n, i in enumerate(items, 1)]
-    return LoadedBundle(root=CONTRACT.parent, manifest=manifest, manifest_sha256="0", contract=Contract.load(CONTRACT),
-                        golden={"eval": golden})
+    return fake_bundle({"eval": items})
 
 
 ITEMS = tiny_items("eval", 80)
