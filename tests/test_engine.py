@@ -9,7 +9,7 @@ from gatekeeper.engine import run_gates
 from gatekeeper.goldens import Contract, GoldenItem
 from gatekeeper.registry import gate, get_gate
 from gatekeeper.runtime import FakeRuntime
-from gatekeeper.verdict import exit_code_for
+from gatekeeper.verdict import GateResult, exit_code_for
 from tests.conftest import CONTRACT, tiny_items
 
 
@@ -95,3 +95,24 @@ def test_a_crashing_gate_is_an_error_and_the_others_still_run():
     assert results[0].status == "error" and "ZeroDivisionError: boom" in results[0].error
     assert results[1].status == "passed"
     assert exit_code_for(results) == 3
+
+
+@gate("test_data_only_gate")
+class DataOnly:
+    sides = ()  # judges golden sets alone
+
+    def requests(self, ctx):
+        return []
+
+    def evaluate(self, ctx, responses):
+        return GateResult(name=self.name, status="passed", rule="reads data only")
+
+
+def test_a_gate_without_sides_never_reaches_the_runtime():
+    runtime = FakeRuntime({})  # answers nothing: any call would raise
+    results = run_gates(make_bundle(ITEMS), build(("test_data_only_gate", {}, True)), runtime)
+    assert results[0].status == "passed" and runtime.calls == []
+    # beside a model gate, only the model gate's requests are sent
+    runtime = FakeRuntime({"base": chatty, "adapter": perfect})
+    run_gates(make_bundle(ITEMS), build(("test_data_only_gate", {}, True), ("json_parse", {}, True)), runtime)
+    assert sorted(runtime.calls) == [("adapter", 80), ("base", 80)]
