@@ -13,11 +13,13 @@ from typing import Any, Callable
 from gatekeeper.bundle import LoadedBundle, PromptTemplate
 from gatekeeper.errors import BundleError, GateCrashed
 from gatekeeper.goldens import Contract, GoldenItem
-from gatekeeper.runtime import Generate, LogLik, Progress, Request, Runtime, Side
+from gatekeeper.runtime import CountTokens, Generate, LogLik, Progress, Request, Runtime, Side
 from gatekeeper.verdict import GateResult
 
 # (label, total) -> a callback that advances by n
 PhaseReporter = Callable[[str, int], Progress]
+# request kind -> the runtime method that answers it
+RUNTIME_CALLS = {"generate": "generate", "loglik": "loglik", "tokens": "count_tokens"}
 
 
 @dataclass
@@ -76,12 +78,12 @@ def run_gates(
     table: dict[tuple[Side, str], Any] = {}
     for side in sorted(wanted):
         requests = list(wanted[side].values())
-        for kind, call in (("generate", runtime.generate), ("loglik", runtime.loglik)):
+        for kind, method in RUNTIME_CALLS.items():
             batch = [r for r in requests if r.kind == kind]
             if not batch:
                 continue
             progress = report_phase(f"{side}: {kind}", len(batch)) if report_phase else None
-            for request, answer in zip(batch, call(side, batch, progress)):
+            for request, answer in zip(batch, getattr(runtime, method)(side, batch, progress)):
                 table[(side, request.key)] = answer
     responses = Responses(table)
     results = []
@@ -97,4 +99,4 @@ def run_gates(
     return results
 
 
-__all__ = ["GateContext", "Responses", "run_gates", "Generate", "LogLik"]
+__all__ = ["GateContext", "Responses", "run_gates", "CountTokens", "Generate", "LogLik"]
