@@ -8,11 +8,16 @@ runtime in one batch per side and kind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
+
+import pydantic
+import yaml
 
 from gatekeeper.bundle import LoadedBundle, PromptTemplate
 from gatekeeper.errors import BundleError, GateCrashed
 from gatekeeper.goldens import Contract, GoldenItem
+from gatekeeper.recipe import Recipe
 from gatekeeper.runtime import CountTokens, Generate, LogLik, Progress, Request, Runtime, Side
 from gatekeeper.verdict import GateResult
 
@@ -35,6 +40,19 @@ class GateContext:
     @property
     def prompt(self) -> PromptTemplate:
         return self.bundle.manifest.task.prompt
+
+    @cached_property
+    def recipe(self) -> Recipe | None:
+        """The recipe the candidate was trained with, when the bundle carries one."""
+        ref = self.bundle.manifest.recipe
+        if ref is None:
+            return None
+        path = self.bundle.path(ref)
+        try:
+            return Recipe.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        except (yaml.YAMLError, pydantic.ValidationError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise BundleError(f"{path}: not a valid recipe ({first})") from None
 
     def golden(self, name: str) -> list[GoldenItem]:
         if name not in self.bundle.golden:

@@ -87,6 +87,23 @@ def write_jsonl(path: Path, items: list[dict]) -> Path:
     return path
 
 
+def replace_golden_sets(bundle: Path, gates: list[dict], **sets: list[dict]) -> Path:
+    """Write golden sets into a bundle (new names are added), record their hashes and the gates, sign again."""
+    from gatekeeper.hashing import sha256_file
+
+    for name, items in sets.items():
+        write_jsonl(bundle / "data" / f"{name}.jsonl", items)
+
+    def change(data):
+        for name in sets:
+            path = f"data/{name}.jsonl"
+            data["golden_sets"][name] = {"path": path, "sha256": sha256_file(bundle / path)}
+        data["gates"] = gates
+
+    edit_manifest(bundle, change)
+    return bundle
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A 2-layer Llama with a small byte-level BPE tokenizer and a ChatML template, saved as safetensors."""

@@ -6,30 +6,16 @@ import random
 import pytest
 
 from gatekeeper.bundle import load_bundle
+from gatekeeper.check import prepare, run_check
 from gatekeeper.cli import main
 from gatekeeper.engine import run_gates
-from gatekeeper.hashing import sha256_file
 from gatekeeper.registry import get_gate
 from gatekeeper.runtime import FakeRuntime
-from tests.conftest import VOCABULARY, distinct_items, edit_manifest, write_jsonl
+from tests.conftest import VOCABULARY, distinct_items, edit_manifest, replace_golden_sets
 
 EVAL = distinct_items("eval", 24, seed=11)
 VALIDATION = distinct_items("validation", 12, seed=12)
 TRAIN = distinct_items("train", 80, seed=13)
-
-
-def replace_sets(bundle, gates, **sets):
-    """Overwrite golden sets, record their new hashes and the gates to run, and sign again."""
-    for name, items in sets.items():
-        write_jsonl(bundle / "data" / f"{name}.jsonl", items)
-
-    def change(data):
-        for name in sets:
-            data["golden_sets"][name]["sha256"] = sha256_file(bundle / "data" / f"{name}.jsonl")
-        data["gates"] = gates
-
-    edit_manifest(bundle, change)
-    return bundle
 
 
 def planted(source: dict, train_id: str, text: str) -> dict:
@@ -62,12 +48,12 @@ def contaminated(bundle_copy):
         planted(by_id["validation-0005"], "train-ngram", " ".join(
             random.Random(3).choices(VOCABULARY, k=25) + by_id["validation-0005"]["input"].split()[2:15])),
     ] + TRAIN[40:]
-    return replace_sets(bundle_copy, [{"name": "contamination"}], train=rows, eval=EVAL, validation=VALIDATION)
+    return replace_golden_sets(bundle_copy, [{"name": "contamination"}], train=rows, eval=EVAL, validation=VALIDATION)
 
 
 @pytest.fixture
 def clean(bundle_copy):
-    return replace_sets(bundle_copy, [{"name": "contamination"}], train=TRAIN, eval=EVAL, validation=VALIDATION)
+    return replace_golden_sets(bundle_copy, [{"name": "contamination"}], train=TRAIN, eval=EVAL, validation=VALIDATION)
 
 
 def evaluate(bundle, **params):
@@ -111,6 +97,9 @@ def test_the_report_is_deterministic(contaminated):
 
 
 def test_check_exits_1_and_the_verdict_lists_the_pairs(contaminated, tmp_path):
+    prepared = prepare(contaminated)
+    run_check(prepared, tmp_path / "direct")
+    assert prepared.runtime._model is None  # no model was loaded for it
     assert main(["check", str(contaminated), "--out", str(tmp_path), "-q"]) == 1
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     gate = verdict["gates"][0]
