@@ -115,3 +115,15 @@ def test_empty_and_punctuation_only_texts_match_nothing():
 def test_settings_name_the_bad_value(change, message):
     with pytest.raises(ValueError, match=message):
         OverlapSettings(**change)
+
+
+def test_a_copy_with_typos_is_found_by_the_fuzzy_score():
+    """Misspelt words are different words to Jaccard, but nearly the same characters."""
+    probe = texts(1, seed=11, words=12)[0]
+    words = probe.split()
+    for k in (1, 5, 9):
+        words[k] = words[k][:-1] + ("x" if words[k][-1] != "x" else "y")
+    found = find_overlaps([probe], texts(500, seed=12, words=12) + [" ".join(words)])
+    assert [(o.reference, o.method) for o in found] == [(500, "fuzzy")]
+    assert found[0].score >= 0.9
+    assert not find_overlaps([probe], [" ".join(words)], OverlapSettings(fuzzy=0.99))
