@@ -8,13 +8,14 @@ Four methods, cheapest first; each scores a pair in [0, 1]:
   the probe's n-grams found in that reference text. As there, a text shorter
   than n words has no n-grams and is left to the other methods.
 - ``minhash``: MinHash LSH (datasketch) over word shingles proposes candidate
-  pairs; a candidate whose exact shingle Jaccard reaches the threshold is flagged.
-- ``fuzzy``: a rapidfuzz score on the same candidates, for a copy with a few
-  words changed or moved, which keeps a high edit similarity but loses many
-  shingles.
+  pairs; a candidate whose shingle Jaccard reaches the threshold is flagged
+  (estimated from the signatures, computed exactly near the threshold).
+- ``fuzzy``: a rapidfuzz score on the same candidates, for a copy with
+  misspelt or changed words, which keeps nearly every character but loses
+  words to Jaccard.
 
 The LSH threshold sits well below the flag thresholds: LSH only proposes
-candidates, and a paraphrase must reach the fuzzy check to be scored. Fuzzy
+candidates, so that near copies reach the checks that score them. Fuzzy
 matches are therefore found among LSH candidates only, never by comparing
 all pairs. A pair is reported once, under the first method that flags it.
 The MinHash seed is fixed and the output sorted, so the same data gives the
@@ -139,20 +140,21 @@ class ReferenceIndex:
         return keys_a[order], rows_a[order]
 
     def _ngram_matches(self, words: list[str], below: int) -> dict[int, float]:
-        grams = _ngrams(words, self.settings.ngram_n)
+        """Reference rows before ``below`` sharing an n-gram with the probe -> share of its n-grams shared."""
+        n = self.settings.ngram_n
+        grams = _ngrams(words, n)
         if not grams or not len(self._ngram_keys):
             return {}
         probe = np.array(sorted(hash(g) for g in grams), dtype=np.int64)
         left = np.searchsorted(self._ngram_keys, probe, "left")
         right = np.searchsorted(self._ngram_keys, probe, "right")
-        hits = [self._ngram_rows[a:b] for a, b in zip(left, right) if b > a]
+        proposed = {int(row) for a, b in zip(left, right) for row in self._ngram_rows[a:b] if row < below}
         matches = {}
-        for row in np.unique(np.concatenate(hits)) if hits else ():
-            # hash() is salted per process and may collide: the hashes only
-            # propose rows; the shared n-grams themselves decide and score.
-            shared = len(grams & _ngrams(self.normal[row].split(), self.settings.ngram_n)) if row < below else 0
+        for row in sorted(proposed):
+            # hash() may collide: the hashes propose rows, the shared n-grams decide and score
+            shared = len(grams & _ngrams(self.normal[row].split(), n))
             if shared:
-                matches[int(row)] = round(shared / len(grams), 4)
+                matches[row] = round(shared / len(grams), 4)
         return matches
 
     def find(self, texts: Sequence[str]) -> list[Overlap]:
@@ -187,7 +189,7 @@ class ReferenceIndex:
         settings = self.settings
         # The estimated Jaccard (share of MinHash values two signatures agree on) of
         # every candidate at once; the exact one only where the estimate is within
-        # four standard deviations of the threshold.
+        # four standard deviations (at most 0.5 / sqrt(num_perm) each) of the threshold.
         estimated = (self._signatures[candidates] == signature).mean(axis=1)
         margin = 4 * 0.5 / settings.num_perm**0.5
         scores = process.cdist([text], [self.normal[r] for r in candidates], scorer=getattr(fuzz, settings.scorer),
