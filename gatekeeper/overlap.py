@@ -114,6 +114,10 @@ class ReferenceIndex:
             if text:  # a text of punctuation alone has nothing to compare
                 self._exact.setdefault(text, []).append(row)
         self._ngram_keys, self._ngram_rows = self._index_ngrams()
+        # token_sort_ratio is ratio on sorted words: sorting every reference once,
+        # not once per comparison, makes the fuzzy check about six times cheaper.
+        self._presort = settings.scorer == "token_sort_ratio"
+        self._fuzzy_texts = [self._fuzzy_form(t) for t in self.normal] if self._presort else self.normal
         self._lsh = MinHashLSH(threshold=settings.lsh_threshold, num_perm=settings.num_perm)
         # Signatures are kept as one uint32 matrix (MinHash values are below 2**32),
         # so every LSH candidate of a probe is verified in one vectorised comparison.
@@ -125,6 +129,9 @@ class ReferenceIndex:
                     self._signatures[row] = signature.hashvalues
                     if self.normal[row]:
                         session.insert(row, signature, check_duplication=False)
+
+    def _fuzzy_form(self, text: str) -> str:
+        return " ".join(sorted(text.split())) if self._presort else text
 
     def _index_ngrams(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted (n-gram hash, row) pairs: a hash set of every reference n-gram, 16 bytes each."""
@@ -188,11 +195,16 @@ class ReferenceIndex:
             return {}
         settings = self.settings
         # The estimated Jaccard (share of MinHash values two signatures agree on) of
-        # every candidate at once; the exact one only where the estimate is within
-        # four standard deviations (at most 0.5 / sqrt(num_perm) each) of the threshold.
+        # every candidate at once. An estimate is off by at most 0.5 / sqrt(num_perm)
+        # per standard deviation: a candidate four of them below the LSH threshold
+        # came from banding by chance and is dropped; the exact Jaccard is computed
+        # only where the estimate is within four of the flag threshold.
         estimated = (self._signatures[candidates] == signature).mean(axis=1)
         margin = 4 * 0.5 / settings.num_perm**0.5
-        scores = process.cdist([text], [self.normal[r] for r in candidates], scorer=getattr(fuzz, settings.scorer),
+        keep = estimated >= settings.lsh_threshold - margin
+        candidates, estimated = [r for r, k in zip(candidates, keep) if k], estimated[keep]
+        scorer = fuzz.ratio if self._presort else getattr(fuzz, settings.scorer)
+        scores = process.cdist([self._fuzzy_form(text)], [self._fuzzy_texts[r] for r in candidates], scorer=scorer,
                                score_cutoff=settings.fuzzy * 100)[0]
         mine = shingles(text.split(), settings.shingle_words)
         near: dict[int, tuple[str, float]] = {}
