@@ -40,7 +40,9 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not e2e"
 
+# Contamination first: it needs no trained candidate, gate_run.py does.
 bench: install
+	$(BIN)/python bench/contamination.py
 	$(BIN)/python bench/gate_run.py
 
 # Regenerate the committed JSON Schemas after changing a document model.

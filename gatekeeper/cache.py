@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from gatekeeper.hashing import sha256_json
-from gatekeeper.runtime import Generate, LogLik, LogLikResult, Progress, Runtime, Side
+from gatekeeper.runtime import CountTokens, Generate, LogLik, LogLikResult, Progress, Runtime, Side
 
 
 class ResponseCache:
@@ -83,3 +83,7 @@ class CachedRuntime:
             side, requests, self.inner.loglik,
             lambda a: [a.logprob, a.tokens, a.greedy], lambda v: LogLikResult(*v), progress,
         )
+
+    def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]:
+        # Not cached: counting takes the tokenizer alone and costs about what a lookup does.
+        return self.inner.count_tokens(side, requests, progress)

@@ -34,17 +34,10 @@ def load_training_split(path: Path, contract: Contract) -> list[GoldenItem]:
 
 
 def encode(items: list[GoldenItem], tokenizer, prompt: PromptTemplate) -> list[Encoded]:
-    from gatekeeper.hf_runtime import render
+    from gatekeeper.hf_runtime import encode_example
 
-    eos = tokenizer.eos_token
-    encoded = []
-    for item in items:
-        text = render(tokenizer, prompt.messages(item.input))
-        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        # The answer ends with the end-of-turn token so the model learns to stop.
-        answer_ids = tokenizer(answer_text(item.expected) + eos, add_special_tokens=False)["input_ids"]
-        encoded.append(Encoded(item.id, prompt_ids, answer_ids))
-    return encoded
+    return [Encoded(item.id, *encode_example(tokenizer, prompt.messages(item.input), answer_text(item.expected)))
+            for item in items]
 
 
 def check_lengths(encoded: list[Encoded], max_seq_len: int, source: Path) -> int:

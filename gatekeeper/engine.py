@@ -8,16 +8,23 @@ runtime in one batch per side and kind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
+
+import pydantic
+import yaml
 
 from gatekeeper.bundle import LoadedBundle, PromptTemplate
 from gatekeeper.errors import BundleError, GateCrashed
 from gatekeeper.goldens import Contract, GoldenItem
-from gatekeeper.runtime import Generate, LogLik, Progress, Request, Runtime, Side
+from gatekeeper.recipe import Recipe
+from gatekeeper.runtime import CountTokens, Generate, LogLik, Progress, Request, Runtime, Side
 from gatekeeper.verdict import GateResult
 
 # (label, total) -> a callback that advances by n
 PhaseReporter = Callable[[str, int], Progress]
+# request kind -> the runtime method that answers it
+RUNTIME_CALLS = {"generate": "generate", "loglik": "loglik", "tokens": "count_tokens"}
 
 
 @dataclass
@@ -35,6 +42,19 @@ class GateContext:
     @property
     def prompt(self) -> PromptTemplate:
         return self.bundle.manifest.task.prompt
+
+    @cached_property
+    def recipe(self) -> Recipe | None:
+        """The recipe the candidate was trained with, when the bundle carries one."""
+        ref = self.bundle.manifest.recipe
+        if ref is None:
+            return None
+        path = self.bundle.path(ref)
+        try:
+            return Recipe.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        except (yaml.YAMLError, pydantic.ValidationError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise BundleError(f"{path}: not a valid recipe ({first})") from None
 
     def golden(self, name: str) -> list[GoldenItem]:
         if name not in self.bundle.golden:
@@ -79,12 +99,12 @@ def run_gates(
     table: dict[tuple[Side, str], Any] = {}
     for side in sorted(wanted):
         requests = list(wanted[side].values())
-        for kind, call in (("generate", runtime.generate), ("loglik", runtime.loglik)):
+        for kind, method in RUNTIME_CALLS.items():
             batch = [r for r in requests if r.kind == kind]
             if not batch:
                 continue
             progress = report_phase(f"{side}: {kind}", len(batch)) if report_phase else None
-            for request, answer in zip(batch, call(side, batch, progress)):
+            for request, answer in zip(batch, getattr(runtime, method)(side, batch, progress)):
                 table[(side, request.key)] = answer
     responses = Responses(table)
     results = []
@@ -100,4 +120,4 @@ def run_gates(
     return results
 
 
-__all__ = ["GateContext", "Responses", "run_gates", "Generate", "LogLik"]
+__all__ = ["GateContext", "Responses", "run_gates", "CountTokens", "Generate", "LogLik"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gatekeeper.basemodel import PICKLED_SUFFIXES, ResolvedBase, serving_profile, tokenizer_fingerprint
 from gatekeeper.errors import RuntimeLoadError
-from gatekeeper.runtime import Generate, LogLik, LogLikResult, Messages, Progress, Side
+from gatekeeper.runtime import CountTokens, Generate, LogLik, LogLikResult, Messages, Progress, Side
 
 
 def load_tokenizer(path: Path):
@@ -29,6 +29,16 @@ def render(tokenizer, messages: Messages) -> str:
         tokenize=False,
         add_generation_prompt=True,
     )
+
+
+def encode_example(tokenizer, messages: Messages, answer: str) -> tuple[list[int], list[int]]:
+    """Prompt and answer ids exactly as training sees them.
+
+    The answer ends with the end-of-turn token so the model learns to stop.
+    """
+    prompt_ids = tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    return prompt_ids, answer_ids
 
 
 class HFRuntime:
@@ -177,6 +187,13 @@ class HFRuntime:
                 if progress:
                     progress(len(chunk))
         return results
+
+    def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]:
+        """Example lengths in tokens, for any side: it takes the tokenizer, never the weights."""
+        counts = [sum(map(len, encode_example(self.tokenizer, r.messages, r.answer))) for r in requests]
+        if progress:
+            progress(len(requests))
+        return counts
 
 
 def load_adapter(model, adapter_dir: Path):

@@ -79,7 +79,10 @@ class GateInfo:
             raise GateParameterError(
                 f"gate {self.name!r}, parameter {where!r}: {problem['msg']} (got {problem.get('input')!r})"
             ) from None
-        return self.cls(**{name: getattr(checked, name) for name in self.parameters})
+        try:
+            return self.cls(**{name: getattr(checked, name) for name in self.parameters})
+        except ValueError as exc:  # a gate refusing a value in __init__ is bad input too, not a crash
+            raise GateParameterError(f"gate {self.name!r}: {exc}") from None
 
 
 _REGISTRY: dict[str, GateInfo] = {}

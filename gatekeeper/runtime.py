@@ -1,8 +1,9 @@
 """What a model is asked, and the protocol every runtime answers.
 
-A runtime answers two kinds of typed request for a *side* of the comparison:
-``generate`` (greedy text) and ``loglik`` (log-probability of a fixed
-continuation). Asking and scoring are separate: gates build requests, the
+A runtime answers three kinds of typed request for a *side* of the comparison:
+``generate`` (greedy text), ``loglik`` (log-probability of a fixed
+continuation) and ``tokens`` (how long an example is in tokens, which needs
+the tokenizer alone). Asking and scoring are separate: gates build requests, the
 engine de-duplicates and batches them, and gates score the responses.
 """
 
@@ -48,7 +49,20 @@ class LogLik:
         return sha256_json({"kind": self.kind, "messages": self.messages, "continuation": self.continuation})
 
 
-Request = Union[Generate, LogLik]
+@dataclass(frozen=True)
+class CountTokens:
+    """Length in tokens of a training example as the trainer encodes it: prompt, answer, end of turn."""
+
+    messages: Messages
+    answer: str
+    kind: Literal["tokens"] = field(default="tokens", init=False)
+
+    @property
+    def key(self) -> str:
+        return sha256_json({"kind": self.kind, "messages": self.messages, "answer": self.answer})
+
+
+Request = Union[Generate, LogLik, CountTokens]
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ class Runtime(Protocol):
     def generate(self, side: Side, requests: list[Generate], progress: Progress | None = None) -> list[str]: ...
 
     def loglik(self, side: Side, requests: list[LogLik], progress: Progress | None = None) -> list[LogLikResult]: ...
+
+    def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]: ...
 
 
 class FakeRuntime:
@@ -100,3 +116,11 @@ class FakeRuntime:
         if progress:
             progress(len(requests))
         return results
+
+    def count_tokens(self, side, requests, progress=None):
+        """One token per whitespace-separated word, plus one for the end of turn."""
+        self.calls.append((side, len(requests)))
+        counts = [sum(len(c.split()) for _, c in r.messages) + len(r.answer.split()) + 1 for r in requests]
+        if progress:
+            progress(len(requests))
+        return counts

@@ -21,6 +21,10 @@ class _Doc(BaseModel):
 
 
 class Metric(_Doc):
+    """One measured value. A gate that judges data rather than a model (contamination,
+    dataset_audit) puts the value under ``adapter``, the candidate whose data it is,
+    and leaves ``base`` and ``delta`` None."""
+
     name: str
     """What is measured, e.g. ``valid_rate``."""
     base: float | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -62,10 +63,45 @@ def tiny_items(prefix: str, count: int, offset: int = 0) -> list[dict]:
     return items
 
 
+# A fixed vocabulary of made-up words: two texts drawn from it share words only by chance.
+_SYLLABLES = "ba ko mi re su ta vo ne li gu fa de pi ro ha ze".split()
+VOCABULARY = sorted({"".join(random.Random(k).choices(_SYLLABLES, k=3)) for k in range(3000)})
+
+
+def distinct_items(prefix: str, count: int, seed: int, words: int = 20) -> list[dict]:
+    """Items of random words with balanced labels: clean data, so any overlap found in it was planted."""
+    rng = random.Random(seed)
+    return [
+        {
+            "id": f"{prefix}-{k:04d}",
+            "input": " ".join(rng.choices(VOCABULARY, k=words)),
+            "expected": {"priority": LABELS[k % 4], "reason": f"{rng.choice(VOCABULARY)} impact"},
+        }
+        for k in range(count)
+    ]
+
+
 def write_jsonl(path: Path, items: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
     return path
+
+
+def replace_golden_sets(bundle: Path, gates: list[dict], **sets: list[dict]) -> Path:
+    """Write golden sets into a bundle (new names are added), record their hashes and the gates, sign again."""
+    from gatekeeper.hashing import sha256_file
+
+    for name, items in sets.items():
+        write_jsonl(bundle / "data" / f"{name}.jsonl", items)
+
+    def change(data):
+        for name in sets:
+            path = f"data/{name}.jsonl"
+            data["golden_sets"][name] = {"path": path, "sha256": sha256_file(bundle / path)}
+        data["gates"] = gates
+
+    edit_manifest(bundle, change)
+    return bundle
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ import json
 from gatekeeper.bundle import LoadedBundle
 from gatekeeper.engine import run_gates
 from gatekeeper.registry import gate, get_gate
-from gatekeeper.runtime import FakeRuntime
-from gatekeeper.verdict import exit_code_for
+from gatekeeper.runtime import CountTokens, FakeRuntime
+from gatekeeper.verdict import GateResult, exit_code_for
 from tests.conftest import fake_bundle, tiny_items
 
 
@@ -83,3 +83,44 @@ def test_a_crashing_gate_is_an_error_and_the_others_still_run():
     assert results[0].status == "error" and "ZeroDivisionError: boom" in results[0].error
     assert results[1].status == "passed"
     assert exit_code_for(results) == 3
+
+
+@gate("test_data_only_gate")
+class DataOnly:
+    sides = ()  # judges golden sets alone
+
+    def requests(self, ctx):
+        return []
+
+    def evaluate(self, ctx, responses):
+        return GateResult(name=self.name, status="passed", rule="reads data only")
+
+
+def test_a_gate_without_sides_never_reaches_the_runtime():
+    runtime = FakeRuntime({})  # answers nothing: any call would raise
+    results = run_gates(make_bundle(ITEMS), build(("test_data_only_gate", {}, True)), runtime)
+    assert results[0].status == "passed" and runtime.calls == []
+    # beside a model gate, only the model gate's requests are sent
+    runtime = FakeRuntime({"base": chatty, "adapter": perfect})
+    run_gates(make_bundle(ITEMS), build(("test_data_only_gate", {}, True), ("json_parse", {}, True)), runtime)
+    assert sorted(runtime.calls) == [("adapter", 80), ("base", 80)]
+
+
+@gate("test_length_gate")
+class Lengths:
+    sides = ("base",)  # one tokenizer serves every side
+
+    def requests(self, ctx):
+        return [CountTokens(ctx.prompt.messages(i.input), json.dumps(i.expected)) for i in ctx.golden("eval")]
+
+    def evaluate(self, ctx, responses):
+        counts = [responses.get("base", r) for r in self.requests(ctx)]
+        return GateResult(name=self.name, status="passed", rule="", details={"counts": counts})
+
+
+def test_token_counts_are_asked_once_on_the_sides_a_gate_names():
+    runtime = FakeRuntime({})
+    result, = run_gates(make_bundle(ITEMS[:3]), build(("test_length_gate", {}, True)), runtime)
+    assert runtime.calls == [("base", 3)]
+    # "ticket 0: the outage in area 0" is 7 words, the answer 5, plus the end of turn
+    assert result.details["counts"][0] == 7 + 5 + 1

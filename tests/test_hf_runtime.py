@@ -64,3 +64,19 @@ def test_loglik_batched_equals_single_and_matches_greedy(runtime):
         assert abs(a.logprob - b.logprob) < 1e-4
     assert batched[0].greedy and batched[0].logprob < 0
     assert not batched[1].greedy
+
+
+def test_token_counts_match_the_trainers_encoding_without_loading_weights(tiny_bundle):
+    from gatekeeper.bundle import load_bundle
+    from gatekeeper.data import encode
+    from gatekeeper.goldens import answer_text
+    from gatekeeper.runtime import CountTokens
+
+    fresh = prepare(tiny_bundle).runtime
+    bundle = load_bundle(tiny_bundle)
+    prompt, items = bundle.manifest.task.prompt, bundle.golden["train"][:6]
+    requests = [CountTokens(prompt.messages(i.input), answer_text(i.expected)) for i in items]
+    counts = fresh.count_tokens("base", requests)
+    assert counts == [len(e) for e in encode(items, fresh.tokenizer, prompt)]
+    assert fresh.count_tokens("adapter", requests) == counts  # one tokenizer serves every side
+    assert fresh._model is None  # the tokenizer alone answered

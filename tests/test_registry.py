@@ -31,6 +31,12 @@ def test_parameters_are_checked_against_the_signature():
         info.build({"min_detla": 0.1})
 
 
+def test_a_value_the_gate_refuses_is_a_parameter_error():
+    """A ValueError from the gate's own checks is bad input (exit 2), not a crash."""
+    with pytest.raises(GateParameterError, match=r"gate 'json_parse': min_rate must be within \[0, 1\], got 1.5"):
+        get_gate("json_parse").build({"min_rate": 1.5})
+
+
 def test_duplicate_gate_names_are_refused():
     @gate("test_dup_gate")
     class First:
