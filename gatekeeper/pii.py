@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 # international or national numbers written with separators: at least 9 digits in all
-PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?![\w.])")
+PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?!\w|\.\d)")
 CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 
 
@@ -37,7 +37,7 @@ def find_pii(text: str) -> set[Finding]:
             found.add(Finding("card", digits))
     for match in PHONE.finditer(text):
         digits = re.sub(r"\D", "", match.group())
-        if len(digits) >= 9 and digits not in cards:
+        if 9 <= len(digits) <= 13 and digits not in cards:  # longer runs are card-like, not phones
             found.add(Finding("phone", digits))
     return found
 
@@ -46,4 +46,4 @@ def mask_pii(text: str) -> str:
     """The text with every finding replaced by a placeholder, for probing whether a model fills it back in."""
     text = EMAIL.sub("[email]", text)
     text = CARD.sub(lambda m: "[card]" if _luhn(re.sub(r"\D", "", m.group())) else m.group(), text)
-    return PHONE.sub(lambda m: "[phone]" if len(re.sub(r"\D", "", m.group())) >= 9 else m.group(), text)
+    return PHONE.sub(lambda m: "[phone]" if 9 <= len(re.sub(r"\D", "", m.group())) <= 13 else m.group(), text)
