@@ -95,3 +95,13 @@ def test_a_crashing_gate_is_an_error_and_the_others_still_run():
     assert results[0].status == "error" and "ZeroDivisionError: boom" in results[0].error
     assert results[1].status == "passed"
     assert exit_code_for(results) == 3
+
+
+def test_gates_record_every_items_adapter_outcome_in_set_order():
+    right = {i["input"] for i in ITEMS[::3]}
+    runtime = FakeRuntime({"base": chatty, "adapter": lambda text: perfect(text) if text in right else chatty(text)})
+    parse, accuracy = run_gates(make_bundle(ITEMS), build(("json_parse", {}, True), ("task_accuracy", {}, True)), runtime)
+    expected = {i["id"]: i["input"] in right for i in ITEMS}
+    assert list(parse.outcomes) == [i["id"] for i in ITEMS]
+    assert parse.outcomes == expected and accuracy.outcomes == expected
+
