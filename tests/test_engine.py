@@ -1,45 +1,10 @@
 """Engine logic on a fake runtime: de-duplication, exit codes, crashing and advisory gates."""
 
-import json
-
-import pytest
-
-from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, FileRef, GateSpec, LoadedBundle, PromptTemplate, TaskSpec
 from gatekeeper.engine import run_gates
-from gatekeeper.goldens import Contract, GoldenItem
-from gatekeeper.registry import gate, get_gate
+from gatekeeper.registry import gate
 from gatekeeper.runtime import FakeRuntime
 from gatekeeper.verdict import exit_code_for
-from tests.conftest import CONTRACT, tiny_items
-
-
-def make_bundle(items) -> LoadedBundle:
-    ref = FileRef(path="x", sha256="0" * 64)
-    manifest = Bundle(
-        name="fake", version=1,
-        base=BaseRef(ref="fake", sha256="0" * 64, tokenizer_sha256="0", chat_template_sha256="0"),
-        adapter=AdapterRef(files={}), task=TaskSpec(contract=ref, prompt=PromptTemplate()),
-        golden_sets={"eval": ref}, gates=[GateSpec(name="json_parse"), GateSpec(name="task_accuracy")],
-    )
-    golden = [GoldenItem(i["id"], i["input"], i["expected"], n) for n, i in enumerate(items, 1)]
-    return LoadedBundle(root=CONTRACT.parent, manifest=manifest, manifest_sha256="0", contract=Contract.load(CONTRACT),
-                        golden={"eval": golden})
-
-
-ITEMS = tiny_items("eval", 80)
-TRUTH = {i["input"]: i["expected"] for i in ITEMS}
-
-
-def perfect(text):
-    return json.dumps(TRUTH[text])
-
-
-def chatty(text):
-    return f"The priority is {TRUTH[text]['priority']}."
-
-
-def build(*specs):
-    return [(get_gate(name).build(params), required) for name, params, required in specs]
+from tests.fakes import ITEMS, build, chatty, make_bundle, perfect, right_on
 
 
 def test_gates_share_requests_and_each_side_is_asked_once():
@@ -99,7 +64,7 @@ def test_a_crashing_gate_is_an_error_and_the_others_still_run():
 
 def test_gates_record_every_items_adapter_outcome_in_set_order():
     right = {i["input"] for i in ITEMS[::3]}
-    runtime = FakeRuntime({"base": chatty, "adapter": lambda text: perfect(text) if text in right else chatty(text)})
+    runtime = FakeRuntime({"base": chatty, "adapter": right_on(right)})
     parse, accuracy = run_gates(make_bundle(ITEMS), build(("json_parse", {}, True), ("task_accuracy", {}, True)), runtime)
     expected = {i["id"]: i["input"] in right for i in ITEMS}
     assert list(parse.outcomes) == [i["id"] for i in ITEMS]
