@@ -17,7 +17,7 @@ import yaml
 
 from gatekeeper import __version__
 from gatekeeper.basemodel import ResolvedBase, cache_root, resolve_base
-from gatekeeper.bundle import LoadedBundle, build_gates, load_bundle
+from gatekeeper.bundle import Bundle, LoadedBundle, build_gates, load_bundle
 from gatekeeper.cache import CachedRuntime, ResponseCache
 from gatekeeper.engine import PhaseReporter, run_gates
 from gatekeeper.errors import BundleError
@@ -136,8 +136,9 @@ def summarize(bundle: LoadedBundle, signature: SignatureStatus) -> BundleSummary
     )
 
 
-def default_report_dir(bundle: LoadedBundle) -> Path:
-    return Path("reports") / bundle.manifest.name / f"v{bundle.manifest.version}"
+def default_report_dir(manifest: Bundle) -> Path:
+    """Where ``gatekeeper check`` writes a bundle's reports unless told otherwise."""
+    return Path("reports") / manifest.name / f"v{manifest.version}"
 
 
 def run_check(
@@ -170,5 +171,5 @@ def run_check(
         environment=environment(runtime.identity("base")["device"]),
         timing=timing,
     )
-    paths = write_reports(verdict, out_dir or default_report_dir(prepared.bundle))
+    paths = write_reports(verdict, out_dir or default_report_dir(prepared.bundle.manifest))
     return verdict, paths

@@ -8,19 +8,24 @@ timing section, kept last in each file.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape as xml_escape
 from xml.sax.saxutils import quoteattr
 
 import jinja2
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from gatekeeper import plots
 from gatekeeper.verdict import GateResult, Verdict
+
+if TYPE_CHECKING:
+    from gatekeeper.diff import VerdictDiff
 
 REPORT_FILES = ("verdict.json", "junit.xml", "report.html")
 
@@ -95,14 +100,19 @@ def oneline(value) -> Markup:
     even when a model's raw output spans several lines.
     """
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return Markup(str(escape(text)).replace("\r", "&#13;").replace("\n", "&#10;"))
+    return Markup(_text(text).replace("\r", "&#13;").replace("\n", "&#10;"))
+
+
+def _text(value: str) -> str:
+    """Escaped for an element's text: quotes stay quotes, so JSON in a cell reads as JSON in a diff."""
+    return html.escape(value, quote=False)
 
 
 def raw(value: str | None) -> Markup:
     """A model's raw output: line breaks marked visibly (they decide whether JSON parses), empty said so."""
     if not value:
         return Markup('<span class="muted">(empty)</span>')
-    marked = str(escape(value)).replace("\r", "␍").replace("\n", '<span class="nl">↵</span>&#10;')
+    marked = _text(value).replace("\r", "␍").replace("\n", '<span class="nl">↵</span>&#10;')
     return Markup(marked)
 
 
@@ -123,6 +133,24 @@ def outcome_strip(result: GateResult) -> Markup:
 
 def render_html(verdict: Verdict) -> str:
     return _environment().get_template("report.html.j2").render(v=verdict)
+
+
+def render_diff_html(diff: VerdictDiff) -> str:
+    return _environment().get_template("diff.html.j2").render(d=diff)
+
+
+def write_diff_html(diff: VerdictDiff, path: Path) -> Path:
+    """Write the side-by-side diff; a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=".diff-", suffix=".html", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(render_diff_html(diff))
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+    return path
 
 
 def write_reports(verdict: Verdict, out_dir: Path) -> dict[str, Path]:

@@ -158,3 +158,35 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 
     edit_manifest(target, absolute_base)
     return target
+
+
+@pytest.fixture(scope="session")
+def ranked_candidates(tmp_path_factory, tiny_base, tiny_task):
+    """Two candidates that differ only in LoRA rank (v1: r=4, v2: r=16), each checked into reports/<name>/v<N>.
+
+    Trained long enough to answer some items right: the tiny model writes the
+    13-token answer but never learns to stop, so the token budget is exactly
+    13 and each item's label decides its outcome. Returns the working
+    directory that holds ``reports/`` and the two bundles.
+    """
+    from gatekeeper.candidates import write_candidate
+    from gatekeeper.cli import main
+    from gatekeeper.recipe import load_recipe
+    from gatekeeper.train import train
+
+    workdir = tmp_path_factory.mktemp("ranked")
+    bundles = []
+    for rank in (4, 16):
+        recipe_path = write_recipe(
+            workdir / f"recipe-r{rank}", tiny_base, tiny_task,
+            adapter={"r": rank, "alpha": 2 * rank, "dropout": 0.0},
+            training={"batch_size": 8, "max_steps": 200, "eval_every": 50, "learning_rate": 0.01, "warmup_steps": 1},
+            decoding={"max_new_tokens": 13},
+            output_dir=str(workdir / "adapters" / "tiny"),
+        )
+        recipe, root = load_recipe(recipe_path)
+        bundle = write_candidate(train(recipe, root), recipe, root)
+        out = workdir / "reports" / "tiny" / bundle.name
+        assert main(["check", str(bundle), "--out", str(out), "-q"]) == 0
+        bundles.append(bundle)
+    return workdir, bundles[0], bundles[1]
