@@ -20,6 +20,9 @@ CHATML = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 LABELS = ["critical", "high", "medium", "low"]
+# pytest's own fixture for testing plugins: runs pytest inside a test, here with --gatekeeper-bundle
+pytest_plugins = ["pytester"]
+
 PROMPT_USER = 'Classify this ticket as JSON with "priority" and "reason".\nTicket:\n{input}'
 
 
