@@ -23,8 +23,9 @@ from gatekeeper.verdict import Example, GateResult, Verdict
 
 def read_verdict(path: str | Path) -> Verdict:
     """A verdict from a verdict.json, a report directory or a checked bundle; VerdictError otherwise."""
-    from gatekeeper.bundle import MANIFEST, read_manifest
+    from gatekeeper.bundle import MANIFEST, describe_validation_error, read_manifest
     from gatekeeper.check import default_report_dir
+    from gatekeeper.reports import load_verdict
 
     given = Path(path)
     if given.is_dir():
@@ -44,13 +45,11 @@ def read_verdict(path: str | Path) -> Verdict:
     if not given.is_file():
         raise VerdictError(f"{path}: no such file or directory")
     try:
-        return Verdict.model_validate_json(given.read_text(encoding="utf-8"))
+        return load_verdict(given)
     except UnicodeDecodeError:
         raise VerdictError(f"{path}: not a gatekeeper verdict (not text)") from None
     except pydantic.ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-        raise VerdictError(f"{path}: not a gatekeeper verdict ({where}: {problem['msg']})") from None
+        raise VerdictError(describe_validation_error(exc, f"{path}: not a gatekeeper verdict")) from None
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,8 @@ class GatekeeperRun:
                 self.verdict, self.reports = run_check(self.prepared, self.report_dir, use_cache=self.use_cache)
             except GatekeeperError as exc:
                 self._failure = f"gatekeeper: {str(exc).splitlines()[0]}"
+            except Exception as exc:  # remembered, so the next gate does not run the whole check again
+                self._failure = f"gatekeeper: internal error: {type(exc).__name__}: {exc}"
         if self._failure:
             pytest.fail(self._failure, pytrace=False)
         return self.verdict

@@ -125,3 +125,18 @@ def test_the_plugin_is_registered_and_imports_without_torch():
     probe = "import sys, gatekeeper.pytest_plugin; print([m for m in ('torch', 'transformers', 'peft') if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_check_that_crashes_fails_every_gate_once_with_one_line(pytester, tiny_bundle, monkeypatch):
+    calls = []
+
+    def crash(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(gatekeeper.check, "run_check", crash)
+    result = gate_run(pytester, tiny_bundle)
+    result.assert_outcomes(failed=2)
+    assert calls == [1]
+    line = "gatekeeper: internal error: RuntimeError: out of memory"
+    result.stdout.fnmatch_lines(["*_ gate json_parse of tiny v1 _*", line, "*_ gate task_accuracy of tiny v1 _*", line])
