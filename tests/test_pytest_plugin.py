@@ -1,5 +1,6 @@
 """The pytest plugin, run with pytester: one test per gate, fixtures, assert_gate, bad bundles."""
 
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -26,12 +27,13 @@ def test_each_gate_is_one_test_and_a_passing_bundle_passes(pytester, tiny_bundle
 
 def test_a_failing_gate_fails_its_test_with_rule_values_and_examples(pytester, bundle_copy):
     edit_manifest(bundle_copy, lambda d: d["gates"][0]["params"].update(min_rate=1.0))
-    result = gate_run(pytester, bundle_copy, "-v", "--junitxml", "ci.xml")
+    shutil.copytree(bundle_copy, pytester.path / "adapters" / "tiny" / "v1")  # where a project keeps it
+    result = gate_run(pytester, "adapters/tiny/v1", "-v", "--junitxml", "ci.xml")
     result.assert_outcomes(passed=1, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
-        "*bundle.yaml::json_parse FAILED*",
-        "*bundle.yaml::task_accuracy PASSED*",
+        "adapters/tiny/v1/bundle.yaml::json_parse FAILED*",
+        "adapters/tiny/v1/bundle.yaml::task_accuracy PASSED*",
         "gate 'json_parse' failed",
         "  rule: adapter parse+valid rate >= 1.00",
         "  valid_rate: base 0.000, adapter 0.000, delta +0.000 (threshold 1.000)",
