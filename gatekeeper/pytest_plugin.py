@@ -44,7 +44,8 @@ class GatekeeperRun:
     def __init__(self, config: pytest.Config):
         # Tests may chdir; paths keep meaning what they meant on the command line.
         self.here = config.invocation_params.dir
-        self.bundle_path = (self.here / config.getoption("gatekeeper_bundle")).resolve()
+        given = (self.here / config.getoption("gatekeeper_bundle")).resolve()
+        self.bundle_path = given.parent if given.name == "bundle.yaml" else given  # the directory or its manifest
         self.manifest_path = self.bundle_path / "bundle.yaml"
         report_dir = config.getoption("gatekeeper_report_dir")
         self.report_dir = self.here / report_dir if report_dir else None
@@ -80,6 +81,8 @@ class GatekeeperRun:
             from gatekeeper.errors import GatekeeperError
 
             try:
+                if self.prepared is None:  # its bundle.yaml was not collected (--ignore, say)
+                    self.prepare()
                 self.verdict, self.reports = run_check(self.prepared, self.report_dir, use_cache=self.use_cache)
             except GatekeeperError as exc:
                 self._failure = f"gatekeeper: {str(exc).splitlines()[0]}"
@@ -186,7 +189,10 @@ def gatekeeper_verdict(request: pytest.FixtureRequest):
 @pytest.fixture(scope="session")
 def gatekeeper_bundle(request: pytest.FixtureRequest):
     """The loaded bundle (``gatekeeper.bundle.LoadedBundle``): manifest, golden sets, root directory."""
-    return _run_or_skip(request).prepared.bundle
+    run = _run_or_skip(request)
+    if run.prepared is None:
+        run.prepare()
+    return run.prepared.bundle
 
 
 @pytest.fixture(scope="session")

@@ -142,3 +142,20 @@ def test_a_check_that_crashes_fails_every_gate_once_with_one_line(pytester, tiny
     assert calls == [1]
     line = "gatekeeper: internal error: RuntimeError: out of memory"
     result.stdout.fnmatch_lines(["*_ gate json_parse of tiny v1 _*", line, "*_ gate task_accuracy of tiny v1 _*", line])
+
+
+def test_the_fixtures_work_when_the_bundle_itself_is_not_collected(pytester, tiny_bundle, monkeypatch):
+    """--lf collects only files that failed last time: here the user's test, not bundle.yaml."""
+    pytester.makepyfile(test_release="""
+        import os
+
+        def test_name(gatekeeper_bundle, gatekeeper_verdict):
+            assert gatekeeper_bundle.manifest.name == gatekeeper_verdict.bundle.name == "tiny"
+            assert os.environ.get("SECOND_RUN")
+    """)
+    args = ("--gatekeeper-bundle", str(tiny_bundle / "bundle.yaml"))  # the manifest names the bundle too
+    pytester.runpytest(*args).assert_outcomes(passed=2, failed=1)
+    monkeypatch.setenv("SECOND_RUN", "1")  # the in-process run sees this process's environment
+    rerun = pytester.runpytest(*args, "--lf", "-v")
+    rerun.assert_outcomes(passed=1)
+    assert "bundle.yaml::json_parse" not in rerun.stdout.str()
