@@ -15,8 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
-from xml.sax.saxutils import escape as xml_escape
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import jinja2
 from markupsafe import Markup
@@ -52,14 +51,14 @@ def render_junit(verdict: Verdict) -> str:
             + [f"{m.name}: base={m.base} adapter={m.adapter} delta={m.delta} threshold={m.threshold}" for m in result.metrics]
         )
         if result.status == "error":
-            lines.append(f"      <error message={quoteattr(result.error or 'error')}>{xml_escape(body)}</error>")
+            lines.append(f"      <error message={quoteattr(result.error or 'error')}>{escape(body)}</error>")
         elif result.status == "failed" and result.required:
-            lines.append(f"      <failure message={quoteattr(result.summary or result.rule)}>{xml_escape(body)}</failure>")
+            lines.append(f"      <failure message={quoteattr(result.summary or result.rule)}>{escape(body)}</failure>")
         elif result.status == "failed":
             lines.append(f"      <skipped message={quoteattr('advisory gate failed: ' + result.summary)}/>")
         lines.append("    </testcase>")
     timing = json.dumps(verdict.timing, sort_keys=True)
-    lines += [f"    <system-out>timing: {xml_escape(timing)}</system-out>", "  </testsuite>", "</testsuites>"]
+    lines += [f"    <system-out>timing: {escape(timing)}</system-out>", "  </testsuite>", "</testsuites>"]
     return "\n".join(lines) + "\n"
 
 
