@@ -68,23 +68,23 @@ def outcome_strip(ids: list[str], base_ok: list[bool], adapter_ok: list[bool], m
     """One cell per item, base row over adapter row: green right, red wrong; hover names the item."""
     if not ids:
         return EMPTY
-    label_w = 56
-    cell = max(3.0, min(12.0, (max_width - label_w) / len(ids)))
-    per_row = int((max_width - label_w) // cell)
-    bands = [(k, ids[k : k + per_row]) for k in range(0, len(ids), per_row)]
+    label_w, available = 56, max_width - 56
+    per_row = min(len(ids), int(available // 3))  # cells no narrower than 3 px; more items wrap into bands
+    cell = min(12.0, available / per_row)
+    pitch = max(cell, 11.0)  # rows stay tall enough for their label
     body, y = [], 0.0
-    for start, chunk in bands:
+    for start in range(0, len(ids), per_row):
         for side, outcomes in (("base", base_ok), ("adapter", adapter_ok)):
-            body.append(f'<text x="0" y="{y + cell - 1:.1f}">{side}</text>')
-            for j, item in enumerate(chunk):
+            body.append(f'<text x="0" y="{y + min(cell, 10) - 0.5:.1f}">{side}</text>')
+            for j, item in enumerate(ids[start : start + per_row]):
                 state = "ok" if outcomes[start + j] else "bad"
                 body.append(
                     f'<rect class="{state}" x="{label_w + j * cell:.1f}" y="{y:.1f}" width="{cell - 1:.1f}" '
-                    f'height="{cell - 1:.1f}"><title>{escape(item)}: {side} {"right" if state == "ok" else "wrong"}</title></rect>'
+                    f'height="{min(cell, 10) - 1:.1f}"><title>{escape(item)}: {side} {"right" if state == "ok" else "wrong"}</title></rect>'
                 )
-            y += cell
-        y += cell / 2
-    width = label_w + min(len(ids), per_row) * cell
+            y += pitch
+        y += pitch / 2
+    width = label_w + per_row * cell
     label = f"{len(ids)} items; base right on {sum(base_ok)}, adapter right on {sum(adapter_ok)}"
     return _svg("strip", round(width, 1), round(y, 1), label, body)
 

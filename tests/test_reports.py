@@ -103,3 +103,13 @@ def test_a_long_training_curve_is_thinned_but_keeps_its_ends():
     assert len(thinned) <= CURVE_POINTS + 1
     assert thinned[0] == curve[0] and thinned[-1] == curve[-1]
     assert _thin(curve[:10]) == curve[:10]
+
+
+def test_the_outcome_strip_keeps_a_set_on_one_band_until_cells_would_get_too_small():
+    from gatekeeper.plots import outcome_strip
+
+    for n, bands in ((80, 1), (220, 1), (1000, 5)):
+        ids = [f"item-{k}" for k in range(n)]
+        svg = outcome_strip(ids, [True] * n, [k % 2 == 0 for k in range(n)])
+        assert svg.count(">base</text>") == svg.count(">adapter</text>") == bands
+        assert svg.count("<rect") == 2 * n and svg.count('class="bad"') == n // 2
