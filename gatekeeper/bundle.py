@@ -132,7 +132,8 @@ class LoadedBundle:
         return self.root / ref.path
 
 
-def _one_line(exc: pydantic.ValidationError, source: str) -> str:
+def describe_validation_error(exc: pydantic.ValidationError, source: str) -> str:
+    """The first problem pydantic found, as one line naming the field."""
     problem = exc.errors()[0]
     where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
     return f"{source}: field {where!r}: {problem['msg']}"
@@ -153,7 +154,7 @@ def read_manifest(path: Path) -> Bundle:
     try:
         return Bundle.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise BundleError(_one_line(exc, str(source))) from None
+        raise BundleError(describe_validation_error(exc, str(source))) from None
 
 
 def verify_files(root: Path, manifest: Bundle) -> None:

@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from gatekeeper import __version__
 from gatekeeper.basemodel import ResolvedBase, cache_root, resolve_base
-from gatekeeper.bundle import LoadedBundle, build_gates, load_bundle
+from gatekeeper.bundle import Bundle, LoadedBundle, build_gates, load_bundle
 from gatekeeper.cache import CachedRuntime, ResponseCache
 from gatekeeper.engine import PhaseReporter, run_gates
 from gatekeeper.errors import BundleError
@@ -88,13 +90,40 @@ def environment(device: str) -> dict:
     }
 
 
+TRAINING_FIELDS = ("method", "steps", "best_step", "best_val_loss", "val_curve", "seed", "corpus_sha256",
+                   "adapter_bytes", "base_bytes")
+CURVE_POINTS = 100  # enough for a plot; a full per-step curve would swamp verdict.json
+
+
+def _thin(curve: list, points: int = CURVE_POINTS) -> list:
+    """Every k-th point and always the last, so the plot keeps its shape and its end."""
+    step = -(-len(curve) // points) or 1
+    kept = curve[::step]
+    return kept if not curve or kept[-1] == curve[-1] else kept + [curve[-1]]
+
+
+def _training_summary(bundle: LoadedBundle) -> dict:
+    """What the report and ``gatekeeper diff`` show of how the candidate was made."""
+    manifest = bundle.manifest
+    if manifest.training is None:
+        return {}
+    record = json.loads(bundle.path(manifest.training).read_text(encoding="utf-8"))
+    summary = {k: record[k] for k in TRAINING_FIELDS if k in record}
+    if record.get("train_curve"):
+        summary["train_curve"] = _thin(record["train_curve"])
+    if manifest.recipe is not None:
+        recipe = yaml.safe_load(bundle.path(manifest.recipe).read_text(encoding="utf-8")) or {}
+        # Flat "section.key" names, so two candidates' settings compare line by line.
+        summary["hyperparameters"] = {
+            f"{section}.{key}": value
+            for section in ("adapter", "training")
+            for key, value in sorted((recipe.get(section) or {}).items())
+        }
+    return summary
+
+
 def summarize(bundle: LoadedBundle, signature: SignatureStatus) -> BundleSummary:
     manifest = bundle.manifest
-    training = {}
-    if manifest.training is not None:
-        record = json.loads(bundle.path(manifest.training).read_text(encoding="utf-8"))
-        keys = ("method", "steps", "best_step", "best_val_loss", "val_curve", "seed", "adapter_bytes", "base_bytes")
-        training = {k: record[k] for k in keys if k in record}
     return BundleSummary(
         path=str(bundle.root),
         name=manifest.name,
@@ -107,12 +136,13 @@ def summarize(bundle: LoadedBundle, signature: SignatureStatus) -> BundleSummary
         chat_template_sha256=manifest.base.chat_template_sha256,
         golden_sets={name: ref.sha256 for name, ref in sorted(manifest.golden_sets.items())},
         signature=str(signature),
-        training=training,
+        training=_training_summary(bundle),
     )
 
 
-def default_report_dir(bundle: LoadedBundle) -> Path:
-    return Path("reports") / bundle.manifest.name / f"v{bundle.manifest.version}"
+def default_report_dir(manifest: Bundle) -> Path:
+    """Where ``gatekeeper check`` writes a bundle's reports unless told otherwise."""
+    return Path("reports") / manifest.name / f"v{manifest.version}"
 
 
 def run_check(
@@ -146,7 +176,7 @@ def run_check(
         environment=environment(runtime.identity("base")["device"]),
         timing=timing,
     )
-    paths = write_reports(verdict, out_dir or default_report_dir(prepared.bundle))
+    paths = write_reports(verdict, out_dir or default_report_dir(prepared.bundle.manifest))
     if record:  # promote reads the latest verdict from the registry
         from gatekeeper.release import record_check
 

@@ -21,6 +21,14 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
+def _stdout_console():
+    """Where results go; in a CI log (not a terminal) tables get room instead of rich's 80 columns."""
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
+    return Console(width=width, highlight=False)
+
+
 def cmd_gates_list(args) -> int:
     from rich.console import Console
     from rich.table import Column, Table
@@ -61,7 +69,6 @@ def cmd_check(args) -> int:
 
 
 def _print_summary(verdict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("gate", "status", "kind", "metric", "base", "adapter", "delta", "rule", title="gatekeeper verdict")
@@ -74,10 +81,78 @@ def _print_summary(verdict) -> None:
             head.name if head else "", fmt(head.base) if head else "", fmt(head.adapter) if head else "",
             fmt(head.delta) if head else "", result.rule or (result.error or ""),
         )
-    console = Console()
+    console = _stdout_console()
     console.print(table)
     word = "[green]PASS[/]" if verdict.passed else "[red]FAIL[/]"
     console.print(f"verdict: {word} (exit code {verdict.exit_code})")
+
+
+def cmd_diff(args) -> int:
+    from gatekeeper.diff import diff_verdicts, read_verdict
+    from gatekeeper.reports import write_diff_html
+
+    diff = diff_verdicts(read_verdict(args.a), read_verdict(args.b))
+    default = Path("reports") / "diffs" / f"{_slug(diff.label_a)}--{_slug(diff.label_b)}.html"
+    path = write_diff_html(diff, Path(args.html) if args.html else default)
+    _print_diff(diff)
+    print(f"diff: {path}")
+    return ExitCode.PASSED
+
+
+def _slug(label: str) -> str:
+    return label.replace(" ", "-")
+
+
+FLIPS_SHOWN = 20  # per gate in the terminal; the HTML diff lists them all
+
+
+def _print_diff(diff) -> None:
+    from rich.table import Table
+
+    console = _stdout_console()
+    fmt = lambda x, sign="": "—" if x is None else f"{x:{sign}.3f}"  # noqa: E731
+    console.print(f"[bold]A[/] = {diff.label_a} ({diff.a.bundle.path})\n[bold]B[/] = {diff.label_b} ({diff.b.bundle.path})")
+    for warning in diff.warnings:
+        console.print(f"[yellow]note:[/] {warning}")
+
+    table = Table("gate", "metric", "base", "A", "B", "B − A", "status A → B", title="what changed, B against A")
+    for gate in diff.gates:
+        status = gate.status_a if gate.status_a == gate.status_b else f"[bold]{gate.status_a} → {gate.status_b}[/]"
+        for k, m in enumerate(gate.metrics or [None]):
+            if m is None:
+                table.add_row(gate.gate, "", "", "", "", "", status)
+                continue
+            base = fmt(m.base_a) if m.base_a == m.base_b else f"{fmt(m.base_a)} / {fmt(m.base_b)}"
+            style = {"better": "green", "worse": "red"}.get(m.direction, "")
+            change = f"[{style}]{fmt(m.change, '+')}[/]" if style else fmt(m.change, "+")
+            table.add_row(gate.gate if k == 0 else "", m.metric, base, fmt(m.a), fmt(m.b), change, status if k == 0 else "")
+    console.print(table)
+
+    for gate in diff.gates:
+        if not gate.has_outcomes:
+            continue
+        heading = (f"{gate.gate}: {len(gate.flips)} of {gate.compared} items changed outcome, "
+                   f"{len(gate.fixed)} right only in B, {len(gate.broken)} right only in A "
+                   f"(exact McNemar p={gate.p_value:.3g})")
+        console.print(heading)
+        if not gate.flips:
+            continue
+        flips = Table("item", "A", "B", "the wrong answer, where the evidence shows it")
+        for flip in gate.flips[:FLIPS_SHOWN]:
+            wrong = flip.b if flip.a_ok else flip.a
+            flips.add_row(flip.item, "right" if flip.a_ok else "wrong", "right" if flip.b_ok else "wrong",
+                          "—" if wrong is None else repr(wrong.adapter_output))
+        console.print(flips)
+        if len(gate.flips) > FLIPS_SHOWN:
+            console.print(f"… and {len(gate.flips) - FLIPS_SHOWN} more in the HTML diff")
+
+    changed = [row for row in diff.lineage if row.changed]
+    if changed:
+        lineage = Table("", "A", "B", title="how the candidates differ", title_justify="left")
+        short = lambda text: text[:12] + "…" if len(text) == 64 else text  # noqa: E731  (a sha256)
+        for row in changed:
+            lineage.add_row(row.field, short(row.a), short(row.b))
+        console.print(lineage)
 
 
 def cmd_train(args) -> int:
@@ -201,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--allow-unsigned", action="store_true", help="accept a bundle that carries no signature")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     check.set_defaults(func=cmd_check)
+
+    diff = sub.add_parser("diff", help="compare two candidates: gates, metrics and the items whose outcome flipped")
+    diff.add_argument("a", help="candidate A: verdict.json, a report directory, or a checked bundle")
+    diff.add_argument("b", help="candidate B: same kinds as A")
+    diff.add_argument("--html", help="where to write the side-by-side HTML (default: reports/diffs/<A>--<B>.html)")
+    diff.set_defaults(func=cmd_diff)
 
     verify = sub.add_parser("verify", help="check a bundle's signature and every artifact hash")
     verify.add_argument("bundle")

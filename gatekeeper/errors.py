@@ -7,6 +7,7 @@
     ├── UnknownGateError         a gate name nobody registered
     ├── GateParameterError       bundle parameters that do not fit a gate
     ├── RuntimeLoadError         a base model or adapter that will not load
+    ├── VerdictError             a verdict.json that is missing or is not a verdict
     └── MissingDependency        an optional package; carries the pip command
     GateCrashed                  a gate raised while evaluating (exit code 3)
 
@@ -58,6 +59,10 @@ class GateParameterError(GatekeeperError):
 
 
 class RuntimeLoadError(GatekeeperError):
+    pass
+
+
+class VerdictError(GatekeeperError):
     pass
 
 

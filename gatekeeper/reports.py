@@ -8,16 +8,23 @@ timing section, kept last in each file.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 import jinja2
+from markupsafe import Markup
 
-from gatekeeper.verdict import Verdict
+from gatekeeper import plots
+from gatekeeper.verdict import GateResult, Verdict
+
+if TYPE_CHECKING:
+    from gatekeeper.diff import VerdictDiff
 
 REPORT_FILES = ("verdict.json", "junit.xml", "report.html")
 
@@ -65,8 +72,10 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["num"] = _num
-    env.globals["svg_curve"] = svg_curve
-    env.globals["svg_bars"] = svg_bars
+    env.filters["signed"] = _signed
+    env.filters["oneline"] = oneline
+    env.filters["raw"] = raw
+    env.globals.update(plots=plots, strip=outcome_strip)
     return env
 
 
@@ -78,44 +87,69 @@ def _num(value, digits: int = 3) -> str:
     return str(value)
 
 
-def svg_bars(base: float | None, adapter: float | None, width: int = 120) -> jinja2.utils.markupsafe.Markup:
-    """Two bars (base grey, adapter blue) for a value in [0, 1]; empty for other scales."""
-    values = [v for v in (base, adapter) if v is not None]
-    if not values or any(v < 0 or v > 1 for v in values):
-        return jinja2.utils.markupsafe.Markup("")
-    rows = []
-    for y, (value, cls) in enumerate(((base, "b"), (adapter, "a"))):
-        if value is not None:
-            rows.append(f'<rect class="{cls}" x="0" y="{y * 9}" width="{value * width:.1f}" height="7"/>')
-    return jinja2.utils.markupsafe.Markup(
-        f'<svg class="bars" width="{width}" height="16" role="img" aria-label="base vs adapter">{"".join(rows)}</svg>'
-    )
+def _signed(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:+.{digits}f}"
 
 
-def svg_curve(points: list[list[float]], width: int = 480, height: int = 160) -> jinja2.utils.markupsafe.Markup:
-    """A line plot of (step, value) pairs, with axis labels; inline so the report needs no network."""
-    if len(points) < 2:
-        return jinja2.utils.markupsafe.Markup("")
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    pad = 30
-    sx = lambda x: pad + (x - x0) / ((x1 - x0) or 1) * (width - 2 * pad)  # noqa: E731
-    sy = lambda y: height - pad - (y - y0) / ((y1 - y0) or 1) * (height - 2 * pad)  # noqa: E731
-    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    best = min(points, key=lambda p: p[1])
-    return jinja2.utils.markupsafe.Markup(
-        f'<svg class="curve" width="{width}" height="{height}" role="img" aria-label="validation loss by step">'
-        f'<polyline fill="none" points="{path}"/>'
-        f'<circle cx="{sx(best[0]):.1f}" cy="{sy(best[1]):.1f}" r="4"/>'
-        f'<text x="{pad}" y="{height - 8}">step {x0:g}</text>'
-        f'<text x="{width - pad}" y="{height - 8}" text-anchor="end">step {x1:g}</text>'
-        f'<text x="2" y="{pad - 8}">{y1:.3f}</text><text x="2" y="{height - pad + 12}">{y0:.3f}</text>'
-        f"</svg>"
-    )
+def oneline(value) -> Markup:
+    """Escape text and write its line breaks as character references.
+
+    The browser shows the breaks (cells use ``white-space: pre-wrap``), while
+    the HTML source keeps one item per line, so ``git diff`` stays readable
+    even when a model's raw output spans several lines.
+    """
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return Markup(_text(text).replace("\r", "&#13;").replace("\n", "&#10;"))
+
+
+def _text(value: str) -> str:
+    """Escaped for an element's text: quotes stay quotes, so JSON in a cell reads as JSON in a diff."""
+    return html.escape(value, quote=False)
+
+
+def raw(value: str | None) -> Markup:
+    """A model's raw output: line breaks marked visibly (they decide whether JSON parses), empty said so."""
+    if not value:
+        return Markup('<span class="muted">(empty)</span>')
+    marked = _text(value).replace("\r", "␍").replace("\n", '<span class="nl">↵</span>&#10;')
+    return Markup(marked)
+
+
+def base_outcomes(result: GateResult) -> list[bool] | None:
+    """Base outcomes per item, recovered from the adapter's outcomes and the paired flips."""
+    if result.outcomes is None or result.paired is None:
+        return None
+    to_fail, to_pass = set(result.paired.flipped_to_fail), set(result.paired.flipped_to_pass)
+    return [item in to_fail or (ok and item not in to_pass) for item, ok in result.outcomes.items()]
+
+
+def outcome_strip(result: GateResult) -> Markup:
+    base = base_outcomes(result)
+    if base is None:
+        return plots.EMPTY
+    return plots.outcome_strip(list(result.outcomes), base, list(result.outcomes.values()))
 
 
 def render_html(verdict: Verdict) -> str:
     return _environment().get_template("report.html.j2").render(v=verdict)
+
+
+def render_diff_html(diff: VerdictDiff) -> str:
+    return _environment().get_template("diff.html.j2").render(d=diff)
+
+
+def write_diff_html(diff: VerdictDiff, path: Path) -> Path:
+    """Write the side-by-side diff; a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=".diff-", suffix=".html", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(render_diff_html(diff))
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+    return path
 
 
 def write_reports(verdict: Verdict, out_dir: Path) -> dict[str, Path]:

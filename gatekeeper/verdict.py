@@ -85,6 +85,14 @@ class GateResult(_Doc):
     evidence: list[Example] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    outcomes: dict[str, bool] | None = None
+    """Item id -> whether the adapter's answer met the gate's per-item criterion, in set order.
+
+    Two candidates checked on the same golden set can then be compared item by
+    item (``gatekeeper diff`` lists the items whose outcome flipped). None for
+    gates that do not judge items one by one, and in verdicts written before
+    this field existed.
+    """
 
     def metric(self, name: str) -> Metric:
         for metric in self.metrics:

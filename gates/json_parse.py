@@ -56,4 +56,5 @@ class JsonParse:
                 [j[2] for j in judged["adapter"]], self.max_examples,
             ),
             details={"golden_set": self.golden_set},
+            outcomes={item.id: ok for item, ok in zip(items, valid["adapter"])},
         )

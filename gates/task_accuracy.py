@@ -68,6 +68,7 @@ class TaskAccuracy:
                 "per_label_accuracy": _per_label(gold, correct),
                 "adapter_predictions": dict(sorted(Counter(str(p) for p in predicted["adapter"]).items())),
             },
+            outcomes={item.id: ok for item, ok in zip(items, correct["adapter"])},
         )
 
 

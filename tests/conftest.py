@@ -21,6 +21,9 @@ CHATML = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 LABELS = ["critical", "high", "medium", "low"]
+# pytest's own fixture for testing plugins: runs pytest inside a test, here with --gatekeeper-bundle
+pytest_plugins = ["pytester"]
+
 PROMPT_USER = 'Classify this ticket as JSON with "priority" and "reason".\nTicket:\n{input}'
 
 
@@ -212,3 +215,45 @@ def fake_bundle(golden: dict[str, list[dict]]):
               for name, items in golden.items()}
     return LoadedBundle(root=CONTRACT.parent, manifest=manifest, manifest_sha256="0",
                         contract=Contract.load(CONTRACT), golden=loaded)
+
+
+@pytest.fixture(scope="session")
+def ranked_candidates(tmp_path_factory, tiny_base, tiny_task):
+    """Two candidates that differ only in LoRA rank (v1: r=4, v2: r=16), each checked into reports/<name>/v<N>.
+
+    Trained long enough to answer some items right: the tiny model writes the
+    13-token answer but never learns to stop, so the token budget is exactly
+    13 and each item's label decides its outcome. Returns the working
+    directory that holds ``reports/`` and the two bundles.
+    """
+    import torch
+
+    workdir = tmp_path_factory.mktemp("ranked")
+    # One thread: a model this small gains nothing from two, and on a busy machine
+    # spinning OpenMP threads slowed these 400 steps from seconds to minutes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        v1, v2 = (_ranked_candidate(workdir, rank, tiny_base, tiny_task) for rank in (4, 16))
+    finally:
+        torch.set_num_threads(threads)
+    return workdir, v1, v2
+
+
+def _ranked_candidate(workdir: Path, rank: int, tiny_base: Path, tiny_task: Path) -> Path:
+    from gatekeeper.candidates import write_candidate
+    from gatekeeper.cli import main
+    from gatekeeper.recipe import load_recipe
+    from gatekeeper.train import train
+
+    recipe_path = write_recipe(
+        workdir / f"recipe-r{rank}", tiny_base, tiny_task,
+        adapter={"r": rank, "alpha": 2 * rank, "dropout": 0.0},
+        training={"batch_size": 8, "max_steps": 200, "eval_every": 50, "learning_rate": 0.01, "warmup_steps": 1},
+        decoding={"max_new_tokens": 13},
+        output_dir=str(workdir / "adapters" / "tiny"),
+    )
+    recipe, root = load_recipe(recipe_path)
+    bundle = write_candidate(train(recipe, root), recipe, root)
+    assert main(["check", str(bundle), "--out", str(workdir / "reports" / "tiny" / bundle.name), "-q"]) == 0
+    return bundle

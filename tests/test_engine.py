@@ -2,32 +2,11 @@
 
 import json
 
-from gatekeeper.bundle import LoadedBundle
 from gatekeeper.engine import run_gates
-from gatekeeper.registry import gate, get_gate
+from gatekeeper.registry import gate
 from gatekeeper.runtime import CountTokens, FakeRuntime
 from gatekeeper.verdict import GateResult, exit_code_for
-from tests.conftest import fake_bundle, tiny_items
-
-
-def make_bundle(items) -> LoadedBundle:
-    return fake_bundle({"eval": items})
-
-
-ITEMS = tiny_items("eval", 80)
-TRUTH = {i["input"]: i["expected"] for i in ITEMS}
-
-
-def perfect(text):
-    return json.dumps(TRUTH[text])
-
-
-def chatty(text):
-    return f"The priority is {TRUTH[text]['priority']}."
-
-
-def build(*specs):
-    return [(get_gate(name).build(params), required) for name, params, required in specs]
+from tests.fakes import ITEMS, build, chatty, make_bundle, perfect, right_on
 
 
 def test_gates_share_requests_and_each_side_is_asked_once():
@@ -124,3 +103,11 @@ def test_token_counts_are_asked_once_on_the_sides_a_gate_names():
     assert runtime.calls == [("base", 3)]
     # "ticket 0: the outage in area 0" is 7 words, the answer 5, plus the end of turn
     assert result.details["counts"][0] == 7 + 5 + 1
+def test_gates_record_every_items_adapter_outcome_in_set_order():
+    right = {i["input"] for i in ITEMS[::3]}
+    runtime = FakeRuntime({"base": chatty, "adapter": right_on(right)})
+    parse, accuracy = run_gates(make_bundle(ITEMS), build(("json_parse", {}, True), ("task_accuracy", {}, True)), runtime)
+    expected = {i["id"]: i["input"] in right for i in ITEMS}
+    assert list(parse.outcomes) == [i["id"] for i in ITEMS]
+    assert parse.outcomes == expected and accuracy.outcomes == expected
+

@@ -1,0 +1,124 @@
+"""Small inline SVG plots for the HTML reports.
+
+Inline SVG keeps a report one file that opens without network access or
+scripts. Coordinates are rounded to one decimal and each plot is one line of
+markup, so the same numbers give the same bytes and a changed plot shows as
+one changed line in ``git diff``.
+"""
+
+from __future__ import annotations
+
+from markupsafe import Markup, escape
+
+EMPTY = Markup("")
+
+
+def _svg(css_class: str, width: float, height: float, label: str, body: list[str]) -> Markup:
+    return Markup(
+        f'<svg class="{css_class}" viewBox="0 0 {width:g} {height:g}" width="{width:g}" height="{height:g}" '
+        f'role="img" aria-label="{escape(label)}"><title>{escape(label)}</title>{"".join(body)}</svg>'
+    )
+
+
+def _unit(value: float | None) -> bool:
+    return value is not None and 0.0 <= value <= 1.0
+
+
+def bars(base: float | None, adapter: float | None, width: int = 120) -> Markup:
+    """Base (grey) over adapter (blue) on a 0..1 track; nothing for values on another scale."""
+    values = [v for v in (base, adapter) if v is not None]
+    if not values or not all(_unit(v) for v in values):
+        return EMPTY
+    body = []
+    for row, (value, side) in enumerate(((base, "base"), (adapter, "adapter"))):
+        if value is None:
+            continue
+        y = row * 9
+        body.append(f'<rect class="track" x="0" y="{y}" width="{width}" height="7"/>')
+        body.append(f'<rect class="{side}" x="0" y="{y}" width="{value * width:.1f}" height="7"/>')
+    label = f"base {_fmt(base)}, adapter {_fmt(adapter)}"
+    return _svg("bars", width, 16, label, body)
+
+
+def interval(delta: float | None, low: float, high: float, level: float = 0.95, width: int = 240) -> Markup:
+    """A confidence interval of adapter - base on the fixed scale -1..+1, with zero marked.
+
+    The scale is fixed so that two reports' intervals can be compared by eye.
+    """
+    pad, height = 12, 30
+    x = lambda v: pad + (max(-1.0, min(1.0, v)) + 1) / 2 * (width - 2 * pad)  # noqa: E731
+    verdict = "better" if low > 0 else "worse" if high < 0 else "unclear"
+    body = [
+        f'<line class="axis" x1="{pad}" y1="10" x2="{width - pad}" y2="10"/>',
+        f'<line class="zero" x1="{x(0):.1f}" y1="2" x2="{x(0):.1f}" y2="18"/>',
+        f'<rect class="ci {verdict}" x="{x(low):.1f}" y="6" width="{max(x(high) - x(low), 1.5):.1f}" height="8" rx="2"/>',
+    ]
+    if delta is not None:
+        body.append(f'<circle class="{verdict}" cx="{x(delta):.1f}" cy="10" r="3.5"/>')
+    body += [
+        f'<text x="{pad}" y="28" text-anchor="middle">-1</text>',
+        f'<text x="{x(0):.1f}" y="28" text-anchor="middle">0</text>',
+        f'<text x="{width - pad}" y="28" text-anchor="middle">+1</text>',
+    ]
+    label = f"{level:.0%} interval of adapter - base: [{low:+.3f}, {high:+.3f}]"
+    return _svg("interval", width, height, label, body)
+
+
+def outcome_strip(ids: list[str], base_ok: list[bool], adapter_ok: list[bool], max_width: int = 720) -> Markup:
+    """One cell per item, base row over adapter row: green right, red wrong; hover names the item."""
+    if not ids:
+        return EMPTY
+    label_w, available = 56, max_width - 56
+    per_row = min(len(ids), int(available // 3))  # cells no narrower than 3 px; more items wrap into bands
+    cell = min(12.0, available / per_row)
+    pitch = max(cell, 11.0)  # rows stay tall enough for their label
+    body, y = [], 0.0
+    for start in range(0, len(ids), per_row):
+        for side, outcomes in (("base", base_ok), ("adapter", adapter_ok)):
+            body.append(f'<text x="0" y="{y + min(cell, 10) - 0.5:.1f}">{side}</text>')
+            for j, item in enumerate(ids[start : start + per_row]):
+                state = "ok" if outcomes[start + j] else "bad"
+                body.append(
+                    f'<rect class="{state}" x="{label_w + j * cell:.1f}" y="{y:.1f}" width="{cell - 1:.1f}" '
+                    f'height="{min(cell, 10) - 1:.1f}"><title>{escape(item)}: {side} {"right" if state == "ok" else "wrong"}</title></rect>'
+                )
+            y += pitch
+        y += pitch / 2
+    width = label_w + per_row * cell
+    label = f"{len(ids)} items; base right on {sum(base_ok)}, adapter right on {sum(adapter_ok)}"
+    return _svg("strip", round(width, 1), round(y, 1), label, body)
+
+
+def curve(val: list[list[float]], train: list[list[float]] | None = None, width: int = 560, height: int = 200) -> Markup:
+    """Validation loss (and training loss when given) by step; the dot marks the lowest validation loss."""
+    if len(val) < 2:
+        return EMPTY
+    train = train or []
+    points = val + train
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    left, right, top, bottom = 48, 12, 20, 28
+    sx = lambda v: left + (v - x0) / ((x1 - x0) or 1) * (width - left - right)  # noqa: E731
+    sy = lambda v: top + (y1 - v) / ((y1 - y0) or 1) * (height - top - bottom)  # noqa: E731
+    body = []
+    for k in range(3):  # three horizontal grid lines with their values
+        value = y0 + (y1 - y0) * k / 2
+        body.append(f'<line class="grid" x1="{left}" y1="{sy(value):.1f}" x2="{width - right}" y2="{sy(value):.1f}"/>')
+        body.append(f'<text x="{left - 4}" y="{sy(value) + 4:.1f}" text-anchor="end">{value:.3f}</text>')
+    body.append(f'<text x="{left}" y="{height - 8}">step {x0:g}</text>')
+    body.append(f'<text x="{width - right}" y="{height - 8}" text-anchor="end">step {x1:g}</text>')
+    for series, name in ((train, "train"), (val, "val")):
+        if len(series) >= 2:
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in series)
+            body.append(f'<polyline class="{name}" fill="none" points="{path}"/>')
+    best = min(val, key=lambda p: p[1])
+    body.append(f'<circle class="best" cx="{sx(best[0]):.1f}" cy="{sy(best[1]):.1f}" r="4"/>')
+    body.append(f'<text class="legend val" x="{width - right}" y="12" text-anchor="end">validation loss</text>')
+    if len(train) >= 2:
+        body.append(f'<text class="legend train" x="{width - right - 110}" y="12" text-anchor="end">training loss</text>')
+    label = f"validation loss by step, lowest {best[1]:.4f} at step {best[0]:g}"
+    return _svg("curve", width, height, label, body)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
