@@ -41,10 +41,14 @@ browser:
 	    echo "chromium is missing and cannot be installed here (needs root and apt-get); the browser test will skip"; \
 	  fi; }
 
+# A failing gate is a finding, not a broken demo: exit 1 still ends with the
+# report's path; usage (2) and internal (3) errors fail the target.
 demo: install
 	@bundle=$$($(BIN)/gatekeeper train adapters/support-ticket-json/recipe.yaml) && \
 	  echo "candidate: $$bundle" && \
-	  $(BIN)/gatekeeper check "$$bundle"
+	  { $(BIN)/gatekeeper check "$$bundle"; code=$$?; \
+	    if [ $$code -eq 1 ]; then echo "a required gate failed: the report above says which and why"; \
+	    elif [ $$code -ne 0 ]; then exit $$code; fi; }
 
 test: install browser
 	$(BIN)/python -m pytest -q -ra

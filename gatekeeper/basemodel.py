@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatekeeper.errors import MissingDependency, RuntimeLoadError
-from gatekeeper.hashing import sha256_file, sha256_files, sha256_text
+from gatekeeper.hashing import sha256_file, sha256_files, sha256_text, user_dir
 
 # Weight formats that can execute code when loaded are refused outright.
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -56,11 +56,7 @@ class ResolvedBase:
 
 
 def cache_root() -> Path:
-    explicit = os.environ.get("GATEKEEPER_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "gatekeeper"
+    return user_dir("GATEKEEPER_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
 
 
 def resolve_base(ref: str, relative_to: Path | None = None) -> ResolvedBase:

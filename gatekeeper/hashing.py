@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,11 @@ def sha256_json(value: Any) -> str:
 def sha256_files(paths: dict[str, Path]) -> str:
     """Hash of a set of named files: names and contents both count."""
     return sha256_json({name: sha256_file(path) for name, path in sorted(paths.items())})
+
+
+def user_dir(override: str, xdg: str, fallback: str) -> Path:
+    """``$override`` if set, else ``$xdg/gatekeeper``, else ``~/<fallback>/gatekeeper``."""
+    if os.environ.get(override):
+        return Path(os.environ[override])
+    base = os.environ.get(xdg)
+    return (Path(base) if base else Path.home() / fallback) / "gatekeeper"

@@ -12,8 +12,16 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub
 
+import logging
+import warnings
+
 import torch
 import torch.nn.functional as F
+
+# Keep the console to gatekeeper's own progress: bitsandbytes reports an optional
+# CPU kernel package it does without, and transformers a deprecation inside peft.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def decoder_and_head(causal_lm):

@@ -17,18 +17,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper.hashing import canonical_json, sha256_bytes, sha256_file
+from gatekeeper.hashing import canonical_json, sha256_bytes, sha256_file, user_dir
 
 SIGNATURE_FILE = "signature.json"
 MANIFEST = "bundle.yaml"
 
 
 def config_dir() -> Path:
-    explicit = os.environ.get("GATEKEEPER_CONFIG_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".config") / "gatekeeper"
+    return user_dir("GATEKEEPER_CONFIG_DIR", "XDG_CONFIG_HOME", ".config")
 
 
 def _raw_public(key) -> bytes:

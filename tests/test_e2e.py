@@ -27,6 +27,9 @@ def demo_candidate(tmp_path_factory):
     recipe = yaml.safe_load(RECIPE.read_text())
     for key in ("train", "validation", "eval", "contract"):
         recipe["data"][key] = str((RECIPE.parent / recipe["data"][key]).resolve())
+    recipe["data"]["extra"] = {}
+    # The demo runs every gate (minutes more on a CPU); this test pins the task path.
+    recipe["gates"] = [g for g in recipe["gates"] if g["name"] in ("json_parse", "task_accuracy", "template_drift")]
     recipe["output_dir"] = str(workdir / "candidates")
     (workdir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     assert main(["train", str(workdir / "recipe.yaml"), "-q"]) == 0
