@@ -7,7 +7,6 @@ The one test on the real embedded model lives in test_e2e.py.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path

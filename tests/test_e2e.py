@@ -6,7 +6,6 @@ points over the base, measured on the same runtime. Minutes on a CPU.
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

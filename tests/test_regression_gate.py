@@ -1,7 +1,6 @@
 """regression: planted forgetting fails, an unchanged model passes; the matchers are strict."""
 
 import json
-import shutil
 
 import pytest
 

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from gatekeeper.engine import run_gates
 from gatekeeper.pii import Finding, find_pii, mask_pii

@@ -3,7 +3,6 @@
 import base64
 import json
 
-import pytest
 
 from gatekeeper.cli import main
 from gatekeeper.signing import config_dir, verify_signature

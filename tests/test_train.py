@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from gatekeeper.bundle import load_bundle
 from gatekeeper.candidates import existing_versions, write_candidate
