@@ -81,7 +81,8 @@ class Serving(_Doc):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     quantization: Literal["none", "nf4"] = "none"
     """``nf4``: the base is served frozen in 4-bit, as a QLoRA candidate was trained."""
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(64, gt=0)
+    """Prompts decoded together; finished rows leave the batch, so a large batch costs little."""
 
 
 class GateSpec(_Doc):

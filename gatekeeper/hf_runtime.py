@@ -51,7 +51,7 @@ class HFRuntime:
         device: str = "auto",
         dtype: str = "float32",
         quantization: str = "none",
-        batch_size: int = 16,
+        batch_size: int = 64,
     ):
         self.base, self.adapter_dir, self.adapter_sha256 = base, adapter_dir, adapter_sha256
         self.device_name, self.dtype_name, self.batch_size = device, dtype, batch_size
@@ -124,32 +124,26 @@ class HFRuntime:
 
     # -- requests -----------------------------------------------------------
     def generate(self, side: Side, requests: list[Generate], progress: Progress | None = None) -> list[str]:
-        import torch
+        from gatekeeper.decoding import greedy_batch
 
         tokenizer, model = self.tokenizer, self.model
-        tokenizer.padding_side = "left"  # so every row's next token sits at the end
-        texts = [render(tokenizer, r.messages) for r in requests]
-        # Batch prompts of similar length together, and never mix token budgets.
-        order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens, len(texts[i])))
+        rows = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in requests]
+        # Batch prompts of similar length together (prompts of one template then
+        # share their longest prefix), and never mix token budgets.
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens, len(rows[i])))
         batches: list[list[int]] = []
         for budget in sorted({r.max_new_tokens for r in requests}):
             same = [i for i in order if requests[i].max_new_tokens == budget]
             batches += [same[k : k + self.batch_size] for k in range(0, len(same), self.batch_size)]
         outputs: list[str] = [""] * len(requests)
-        with torch.inference_mode(), self._sides(side):
+        with self._sides(side):
             for chunk in batches:
-                batch = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-                batch = batch.to(model.device)
-                generated = model.generate(
-                    **batch,
-                    do_sample=False,
-                    max_new_tokens=requests[chunk[0]].max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
+                new_tokens = greedy_batch(
+                    model, [rows[i] for i in chunk], requests[chunk[0]].max_new_tokens,
+                    stop_ids={tokenizer.eos_token_id}, pad_id=tokenizer.pad_token_id,
                 )
-                new_tokens = generated[:, batch["input_ids"].shape[1] :]
-                for i, row in zip(chunk, new_tokens):
-                    outputs[i] = tokenizer.decode(row, skip_special_tokens=True)
+                for i, ids in zip(chunk, new_tokens):
+                    outputs[i] = tokenizer.decode(ids, skip_special_tokens=True)
                 if progress:
                     progress(len(chunk))
         return outputs

@@ -1,0 +1,84 @@
+"""The fast greedy decoder against transformers' own ``generate``, one prompt at a time.
+
+The fast path shares prompt prefixes, drops finished rows and pads in the
+middle of a row; none of that may change a single greedy token.
+"""
+
+from collections import Counter
+
+import pytest
+
+from gatekeeper.decoding import common_prefix_length, greedy_batch
+from gatekeeper.hf_runtime import render
+from gatekeeper.runtime import messages_for
+
+TEMPLATE = 'Classify this ticket as JSON with "priority" and "reason".\nTicket:\n{}'
+TICKETS = ["the outage in area 3", "typo", "slow dashboards for every customer in the EU region", "broken", "x" * 40, "ok"]
+
+
+@pytest.fixture(scope="module")
+def model_and_rows(tiny_base):
+    """The tiny architecture with large random weights: its greedy text varies from step to step.
+
+    (At the usual initialisation a tiny model repeats one token forever, and
+    every decoder agrees on that.)
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from gatekeeper.hf_runtime import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_base)
+    config = AutoConfig.from_pretrained(tiny_base)
+    config.initializer_range = 0.5
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    texts = [render(tokenizer, messages_for(TEMPLATE.format(t))) for t in TICKETS]
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return model, tokenizer, rows
+
+
+def stock_generate(model, row, max_new_tokens, stop_id, pad_id):
+    """The tutorial way: one prompt, ``generate``, the stop token cut off."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long), do_sample=False,
+            max_new_tokens=max_new_tokens, eos_token_id=stop_id, pad_token_id=pad_id,
+        )[0, len(row):].tolist()
+    return out[: out.index(stop_id)] if stop_id is not None and stop_id in out else out
+
+
+def test_common_prefix_leaves_every_row_a_token_of_its_own():
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[7, 1], [8, 1]]) == 0
+
+
+def test_prompts_share_their_template_prefix(model_and_rows):
+    _, _, rows = model_and_rows
+    shared = common_prefix_length(rows)
+    assert shared > len(rows[0]) // 2  # the saving the decoder exists for
+
+
+def test_fast_greedy_equals_stock_generate(model_and_rows):
+    model, tokenizer, rows = model_and_rows
+    stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    expected = [stock_generate(model, r, 12, stop, pad) for r in rows]
+    assert greedy_batch(model, rows, 12, {stop}, pad) == expected
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model_and_rows):
+    """Stop on a token the model emits at different steps in different rows, so rows leave mid-batch."""
+    model, tokenizer, rows = model_and_rows
+    pad = tokenizer.pad_token_id
+    free = [stock_generate(model, r, 16, None, pad) for r in rows]
+    firsts = Counter(token for out in free for token in set(out))
+    # a token present in several rows but not all at the same step
+    stop = next(t for t, n in firsts.most_common() if 1 < n and len({o.index(t) for o in free if t in o}) > 1)
+    expected = [stock_generate(model, r, 16, stop, pad) for r in rows]
+    assert len({len(e) for e in expected}) > 1, "the planted stop token must end rows at different steps"
+    assert greedy_batch(model, rows, 16, {stop}, pad) == expected
+
+
