@@ -30,16 +30,51 @@ def decoder_and_head(causal_lm):
     return getattr(model, model.base_model_prefix), model.get_output_embeddings()
 
 
+MIN_SHARED_PREFIX = 8  # shorter prefixes save too little to be worth a separate pass
+
+
+def shared_prefix(input_ids, labels) -> int:
+    """Leading positions identical in every row and before every row's first labelled token.
+
+    Rows are right-padded, so position t is token t in every row. (The floor
+    also keeps a one-token prefix away from bitsandbytes' 4-bit matrix-vector
+    kernel, which has no backward.)
+    """
+    first_label = int((labels != -100).int().argmax(-1).min())
+    same = (input_ids == input_ids[:1]).all(0)
+    differs = torch.nonzero(~same)
+    length = int(differs[0]) if len(differs) else input_ids.shape[1]
+    # position first_label - 1 predicts the first answer token: it must run with its row
+    shared = min(length, first_label - 1)
+    return shared if shared >= MIN_SHARED_PREFIX and input_ids.shape[0] > 1 else 0
+
+
 def target_logprobs(causal_lm, input_ids, attention_mask, labels):
     """Log-probability of each labelled token (labels != -100) given everything before it.
 
     Returns (logprobs, is_argmax, owner_row), flat over the labelled positions
     of the whole batch, in order.
+
+    Prompts rendered from one template share a long prefix (the chat template's
+    system turn and the task instruction). It runs once, as a batch of one,
+    and its keys and values serve every row; gradients still flow through it.
     """
+    from transformers import DynamicCache
+
     decoder, head = decoder_and_head(causal_lm)
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    # position t predicts token t+1
-    targets = labels[:, 1:]
+    shared = shared_prefix(input_ids, labels)
+    cache = DynamicCache(config=decoder.config)
+    if shared:
+        prefix = input_ids[:1, :shared]
+        decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(input_ids.shape[0])
+    positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device)[None]
+    hidden = decoder(
+        input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
+        past_key_values=cache, use_cache=True,
+    ).last_hidden_state
+    # suffix position j is absolute position shared + j, and predicts token shared + j + 1
+    targets = labels[:, shared + 1 :]
     picked = targets != -100
     rows = torch.nonzero(picked, as_tuple=True)
     logits = head(hidden[:, :-1][picked]).float()
@@ -92,3 +127,19 @@ def load_base_model(path, *, dtype: str = "float32", quantization: str = "none",
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeLoadError(f"base {path} would not load: {first}") from None
     return model if quantization == "nf4" else model.to(target)
+
+
+def keep_4bit_layers_differentiable(model) -> int:
+    """Stop bitsandbytes repacking 4-bit weights for inference while the model trains.
+
+    On CPUs with AVX512-BF16, a ``Linear4bit`` in eval mode repacks its weight
+    into a layout served by a kernel that has no backward. Validation runs in
+    eval mode, so from then on gradients would silently stop flowing through
+    the frozen layers. Returns how many layers were kept trainable.
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count

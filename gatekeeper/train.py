@@ -92,7 +92,7 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
     import torch
 
     from gatekeeper.hf_runtime import load_tokenizer
-    from gatekeeper.modeling import answer_loss, load_base_model, pick_device
+    from gatekeeper.modeling import answer_loss, keep_4bit_layers_differentiable, load_base_model, pick_device
 
     settings = recipe.training
     data = recipe.data
@@ -119,6 +119,7 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
 
         # frozen 4-bit base; norms and embeddings kept in full precision for stable training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        keep_4bit_layers_differentiable(model)
     model = build_peft_model(model, recipe)
     model.train()
 

@@ -140,3 +140,31 @@ def test_each_method_trains_and_checks_end_to_end(method, tmp_path, tiny_base, t
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in result.model.modules())
     assert result.record["best_val_loss"] < result.record["val_curve"][0][1]
     assert main(["check", str(bundle), "--out", str(tmp_path / "r"), "-q"]) == 0
+
+
+def test_qlora_gradients_still_reach_the_first_layer_after_validation(tiny_base):
+    """Eval mode must not leave the 4-bit layers in bitsandbytes' inference-only layout."""
+    import warnings
+
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from gatekeeper.modeling import answer_loss, keep_4bit_layers_differentiable, load_base_model
+
+    model = load_base_model(tiny_base, quantization="nf4", device="cpu")
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    keep_4bit_layers_differentiable(model)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12]])
+    labels = torch.full_like(ids, -100)
+    labels[0, 4:] = ids[0, 4:]
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)  # a validation pass
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # torch warns when backprop meets a kernel without backward
+        answer_loss(model, ids, torch.ones_like(ids), labels).backward()
+    first = next(p for n, p in model.named_parameters() if "layers.0." in n and "lora_B" in n)
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
