@@ -70,6 +70,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
     copies = {"contract.schema.json": data.contract, "train.jsonl": data.train,
               "validation.jsonl": data.validation, "eval.jsonl": data.eval}
     copies |= {f"{name}.jsonl": source for name, source in sorted(data.extra.items())}
+    if data.rehearsal is not None:
+        copies["rehearsal.jsonl"] = data.rehearsal.prompts
     for name, source in copies.items():
         shutil.copyfile(root / source, staging / "data" / name)
     result.model.save_pretrained(staging / "adapter", safe_serialization=True)
@@ -94,7 +96,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         adapter=AdapterRef(path="adapter", method=recipe.method, files=adapter_files),
         task=TaskSpec(contract=file_ref(staging, "data/contract.schema.json"), prompt=data.prompt),
         golden_sets={
-            name: file_ref(staging, f"data/{name}.jsonl") for name in ("eval", "train", "validation", *sorted(data.extra))
+            name: file_ref(staging, f"data/{name}.jsonl")
+            for name in ("eval", "train", "validation", *sorted(data.extra), *(["rehearsal"] if data.rehearsal else []))
         },
         gates=recipe.gates,
         decoding=recipe.decoding,

@@ -36,6 +36,16 @@ class AdapterSettings(_Doc):
     use_rslora: bool = False
 
 
+class RehearsalSettings(_Doc):
+    """Ordinary requests the base answers before training, mixed into every batch (see gatekeeper.rehearsal)."""
+
+    prompts: str
+    """JSONL of requests that are not the task (``id``, ``input``, ``expected`` may be null)."""
+    per_batch: int = Field(2, gt=0)
+    """Rehearsal rows added to each batch of task rows."""
+    max_new_tokens: int = Field(48, gt=0)
+
+
 class DataSettings(_Doc):
     train: str
     validation: str
@@ -45,10 +55,12 @@ class DataSettings(_Doc):
     """How an input becomes chat messages; the runtime renders evaluation prompts the same way."""
     extra: dict[str, str] = Field(default_factory=dict)
     """More golden sets the gates use (name -> JSONL file), e.g. ``regression`` and ``control``."""
+    rehearsal: RehearsalSettings | None = None
+    """Keep behaviour outside the task: the base's own answers to other requests, trained on alongside."""
 
     @model_validator(mode="after")
     def _names(self):
-        taken = {"train", "validation", "eval", "contract"} & set(self.extra)
+        taken = {"train", "validation", "eval", "contract", "rehearsal"} & set(self.extra)
         if taken:
             raise ValueError(f"extra golden set name {sorted(taken)[0]!r} is reserved")
         return self

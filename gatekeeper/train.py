@@ -92,7 +92,7 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
     import torch
 
     from gatekeeper.hf_runtime import load_tokenizer
-    from gatekeeper.modeling import answer_loss, keep_4bit_layers_differentiable, load_base_model, pick_device
+    from gatekeeper.modeling import keep_4bit_layers_differentiable, load_base_model, pick_device, target_logprobs
 
     settings = recipe.training
     data = recipe.data
@@ -120,6 +120,16 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
         # frozen 4-bit base; norms and embeddings kept in full precision for stable training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         keep_4bit_layers_differentiable(model)
+    rehearsal, rehearsal_record = [], None
+    if data.rehearsal is not None:
+        from gatekeeper.rehearsal import base_answers
+
+        # answered by the base before any adapter exists
+        model.eval()
+        wanted = (settings.max_steps or 10**6) * settings.grad_accum * data.rehearsal.per_batch
+        rehearsal, rehearsal_record = base_answers(model, tokenizer, root / data.rehearsal.prompts, wanted,
+                                             data.rehearsal.max_new_tokens, settings.seed)
+        check_lengths(rehearsal, settings.max_seq_len, root / data.rehearsal.prompts)
     model = build_peft_model(model, recipe)
     model.train()
 
@@ -134,13 +144,14 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
         for i in range(0, len(val_set), settings.batch_size)
     ]
 
-    def examples():
+    def examples(pool):
         """An endless stream of examples, reshuffled each epoch with the seeded generator."""
         while True:
-            for index in torch.randperm(len(train_set), generator=order_gen).tolist():
-                yield train_set[index]
+            for index in torch.randperm(len(pool), generator=order_gen).tolist():
+                yield pool[index]
 
-    stream = examples()
+    stream = examples(train_set)
+    rehearsal_stream = examples(rehearsal) if rehearsal else None
     val_curve: list[list[float]] = []
     train_curve: list[list[float]] = []
     # Step 0 is the untrained adapter (LoRA's B starts at zero): the curve shows
@@ -156,11 +167,17 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
         step_loss = 0.0
         for _ in range(settings.grad_accum):
             batch: list[Encoded] = [next(stream) for _ in range(settings.batch_size)]
-            ids, mask, labels = (t.to(device) for t in collate(batch, pad_id))
-            loss = answer_loss(model, ids, mask, labels) / settings.grad_accum
+            groups = [batch]
+            if rehearsal_stream is not None:  # its own group: rows of one template share their prefix
+                groups.append([next(rehearsal_stream) for _ in range(data.rehearsal.per_batch)])
+            chosen = []
+            for group in groups:
+                ids, mask, labels = (t.to(device) for t in collate(group, pad_id))
+                chosen.append(target_logprobs(model, ids, mask, labels)[0])
+                tokens_seen += int(mask.sum())
+            loss = -torch.cat(chosen).mean() / settings.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
-            tokens_seen += int(mask.sum())
         torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -194,6 +211,7 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
         "train_curve": train_curve,
         "examples": {"train": len(train_set), "validation": len(val_set)},
         "truncated": 0,
+        **({"rehearsal": rehearsal_record} if rehearsal_record else {}),
         "device": device.type,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

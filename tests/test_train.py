@@ -1,6 +1,7 @@
 """The minimal trainer on the tiny model: versions, selection, answer-only loss, bad recipes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from gatekeeper.data import Encoded, collate
 from gatekeeper.errors import GoldenSetError, RecipeError, RuntimeLoadError
 from gatekeeper.recipe import load_recipe
 from gatekeeper.train import lr_at, train
-from tests.conftest import tiny_items, write_jsonl, write_recipe
+from tests.conftest import PROMPT_USER, tiny_items, write_jsonl, write_recipe
 
 
 def test_labels_cover_answer_tokens_only():
@@ -149,7 +150,11 @@ def test_qlora_gradients_still_reach_the_first_layer_after_validation(tiny_base)
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from gatekeeper.modeling import answer_loss, keep_4bit_layers_differentiable, load_base_model
+    from gatekeeper.modeling import (
+        answer_loss,
+        keep_4bit_layers_differentiable,
+        load_base_model,
+    )
 
     model = load_base_model(tiny_base, quantization="nf4", device="cpu")
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -168,3 +173,65 @@ def test_qlora_gradients_still_reach_the_first_layer_after_validation(tiny_base)
     first = next(p for n, p in model.named_parameters() if "layers.0." in n and "lora_B" in n)
     assert first.grad is not None and first.grad.abs().sum() > 0
 
+
+
+OTHER_REQUESTS = [f"note {k}: tell me about the {w} near lake {k * 5}" for k, w in
+                  enumerate(["weather", "birds", "music", "trees", "boats", "bread", "lamps", "clouds"] * 3)]
+
+
+def _rehearsal_recipe(tmp_path, tiny_base, tiny_task, rehearsal: bool) -> Path:
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"id": f"r{k}", "input": t, "expected": None}
+                                                 for k, t in enumerate(OTHER_REQUESTS[:16])])
+    data = {"train": str(tiny_task / "train.jsonl"), "validation": str(tiny_task / "validation.jsonl"),
+            "eval": str(tiny_task / "eval.jsonl"), "contract": str(tiny_task / "contract.schema.json"),
+            "prompt": {"user": PROMPT_USER}}
+    if rehearsal:
+        data["rehearsal"] = {"prompts": str(pool), "per_batch": 4, "max_new_tokens": 6}
+    return write_recipe(tmp_path / ("with" if rehearsal else "without"), tiny_base, tiny_task, data=data,
+                        training={"batch_size": 8, "max_steps": 12, "eval_every": 12, "learning_rate": 0.03,
+                                  "warmup_steps": 1})
+
+
+def test_rehearsal_keeps_the_bases_answers_to_other_requests(tmp_path, tiny_base, tiny_task):
+    """Trained with the base's own answers mixed in, the adapter stays closer to the base away from the task."""
+    import torch
+
+    from gatekeeper.hf_runtime import encode_example
+    from gatekeeper.runtime import messages_for
+
+    results = {}
+    for rehearsal in (False, True):
+        recipe, root = load_recipe(_rehearsal_recipe(tmp_path, tiny_base, tiny_task, rehearsal))
+        results[rehearsal] = train(recipe, root)
+    record = results[True].record["rehearsal"]
+    assert record["examples"] == 16 and len(record["ids"]) == 16
+
+    held_out = OTHER_REQUESTS[16:]  # never rehearsed
+    model, tokenizer = results[True].model, results[True].tokenizer
+    with model.disable_adapter():  # the base's answers to requests nobody trained on
+        from gatekeeper.decoding import greedy_batch
+        from gatekeeper.hf_runtime import render
+
+        prompts = [tokenizer(render(tokenizer, messages_for(t)), add_special_tokens=False)["input_ids"] for t in held_out]
+        answers = [tokenizer.decode(a) for a in greedy_batch(model, prompts, 6, {tokenizer.eos_token_id}, tokenizer.pad_token_id)]
+
+    def nll_of_base_answers(result) -> float:
+        total = 0.0
+        for text, answer in zip(held_out, answers):
+            prompt, target = encode_example(result.tokenizer, messages_for(text), answer)
+            ids = torch.tensor([prompt + target])
+            labels = torch.full_like(ids, -100)
+            labels[0, len(prompt):] = ids[0, len(prompt):]
+            with torch.no_grad():
+                total += float(result.model(input_ids=ids, labels=labels).loss)
+        return total / len(held_out)
+
+    assert nll_of_base_answers(results[True]) < nll_of_base_answers(results[False])
+
+
+def test_rehearsal_pool_travels_with_the_bundle(tmp_path, tiny_base, tiny_task):
+    recipe, root = load_recipe(_rehearsal_recipe(tmp_path, tiny_base, tiny_task, True))
+    bundle = write_candidate(train(recipe, root), recipe, root)
+    loaded = load_bundle(bundle)
+    assert [i.input for i in loaded.golden["rehearsal"]] == OTHER_REQUESTS[:16]
+    assert "rehearsal.jsonl" in json.loads((bundle / "training.json").read_text())["corpus_sha256"]
