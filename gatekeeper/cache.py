@@ -98,3 +98,7 @@ class CachedRuntime:
     def timing(self, side: Side, requests: list[Timing], progress: Progress | None = None) -> list[TimingResult]:
         # Never cached, and not counted as hits or misses: a timing measures the machine now.
         return self.inner.timing(side, requests, progress)
+
+    def export_merged(self, side: Side, requests: list, progress: Progress | None = None) -> list[dict]:
+        # Never cached: the files written are the point.
+        return self.inner.export_merged(side, requests, progress)

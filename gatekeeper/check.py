@@ -170,7 +170,7 @@ def run_check(
     served = CachedRuntime(runtime, cache) if cache else runtime
     replay_path = None
     try:
-        results = run_gates(prepared.bundle, prepared.gates, served, report_phase)
+        results = run_gates(prepared.bundle, prepared.gates, served, report_phase, report_dir=out_dir)
         # Only when a gate asked the adapter anyway: a check of data alone loads no model for a record.
         if record and replay_items > 0 and any({"adapter", "merged"} & set(gate.sides) for gate, _ in prepared.gates):
             replay_path = write_record(prepared.bundle, served, out_dir, replay_items)

@@ -212,6 +212,12 @@ class HFRuntime:
 
         return divergence(self, side, requests, progress)
 
+    def export_merged(self, side: Side, requests: list, progress: Progress | None = None) -> list:
+        """``ExportMerged`` requests: the merged model written as safetensors, answered with file hashes."""
+        from gatekeeper.merging import export
+
+        return export(self, side, requests, progress)
+
     def timing(self, side: Side, requests: list, progress: Progress | None = None) -> list:
         """``Timing`` requests: measured now, on this runtime's device, never cached."""
         from gatekeeper.timing import measure

@@ -18,7 +18,7 @@ import copy
 from pathlib import Path
 
 from gatekeeper.errors import RuntimeLoadError
-from gatekeeper.runtime import Divergence, DivergenceResult, Progress, Side
+from gatekeeper.runtime import Divergence, DivergenceResult, ExportMerged, Progress, Side
 
 
 def build_merged(runtime, request: Divergence):
@@ -80,6 +80,7 @@ def compare(reference, candidate):
     kl = (ref_logp.exp() * (ref_logp - cand_logp)).sum(-1).clamp_min(0)
     return {
         "max_abs_logit_diff": float((reference - candidate).abs().max()),
+        "max_rel_logit_diff": float(((reference - candidate).abs() / (1 + reference.abs())).max()),
         "max_prob_diff": float((ref_logp.exp() - cand_logp.exp()).abs().max()),
         "max_kl": float(kl.max()),
         "mean_kl": float(kl.mean()),
@@ -119,3 +120,23 @@ def divergence(runtime, side: Side, requests: list[Divergence], progress: Progre
             if progress:
                 progress(1)
     return results
+
+
+def export(runtime, side: Side, requests: list[ExportMerged], progress: Progress | None = None) -> list[dict]:
+    """Write the merged model and its tokenizer (safetensors only); each file's sha256 is the answer."""
+    from gatekeeper.hashing import sha256_file
+
+    if side != "merged":
+        raise ValueError(f"only the merged side is exported, not {side!r}")
+    hashes = []
+    for request in requests:
+        target = Path(request.directory)
+        # Over a 4-bit base this is the merge into the de-quantised weights: full precision, loadable anywhere.
+        runtime.merged_model(Divergence(())).save_pretrained(target, safe_serialization=True)
+        runtime.tokenizer.save_pretrained(target)
+        files = {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file() and p.name != "SHA256SUMS"}
+        (target / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in files.items()), encoding="utf-8")
+        hashes.append(files)
+        if progress:
+            progress(1)
+    return hashes

@@ -108,7 +108,22 @@ class Timing:
                             "repeats": self.repeats, "warmup": self.warmup})
 
 
-Request = Union[Generate, LogLik, CountTokens, Divergence, Timing]
+@dataclass(frozen=True)
+class ExportMerged:
+    """Write the merged model (safetensors, with its tokenizer) into ``directory``; answered with each file's sha256.
+
+    Never cached: the files it writes are the point.
+    """
+
+    directory: str
+    kind: Literal["export"] = field(default="export", init=False)
+
+    @property
+    def key(self) -> str:
+        return sha256_json({"kind": self.kind, "directory": self.directory})
+
+
+Request = Union[Generate, LogLik, CountTokens, Divergence, Timing, ExportMerged]
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,7 @@ class DivergenceResult:
     reference_output: str  # the unmerged adapter's greedy output
     positions: int  # next-token distributions compared: the prompt's last position and each generated one
     max_abs_logit_diff: float
+    max_rel_logit_diff: float  # max |a - b| / (1 + |a|): torch.allclose(atol=t, rtol=t) holds iff it is <= t
     max_prob_diff: float  # largest |p - q| over the vocabulary and positions
     max_kl: float  # KL(adapter || this side), nats, worst position
     mean_kl: float
@@ -158,6 +174,8 @@ class Runtime(Protocol):
     def divergence(self, side: Side, requests: list[Divergence], progress: Progress | None = None) -> list[DivergenceResult]: ...
 
     def timing(self, side: Side, requests: list[Timing], progress: Progress | None = None) -> list[TimingResult]: ...
+
+    def export_merged(self, side: Side, requests: list[ExportMerged], progress: Progress | None = None) -> list[dict]: ...
 
 
 class FakeRuntime:
@@ -209,7 +227,7 @@ class FakeRuntime:
             mine, reference = merged(user), self.answers["adapter"](user)
             drift = 0.0 if mine == reference else 1.0
             results.append(DivergenceResult(mine, reference, max(1, len(reference.split())), drift, drift / 2,
-                                            drift, drift / 2, 1.0 - drift / 2))
+                                            drift / 2, drift, drift / 2, 1.0 - drift / 2))
         if progress:
             progress(len(requests))
         return results
@@ -223,3 +241,8 @@ class FakeRuntime:
         if progress:
             progress(len(requests))
         return results
+
+    def export_merged(self, side, requests, progress=None):
+        """Writes nothing: there is no model to write."""
+        self.calls.append((side, len(requests)))
+        return [{} for _ in requests]

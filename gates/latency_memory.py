@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from gatekeeper.registry import gate
 from gatekeeper.runtime import Timing
-from gatekeeper.verdict import Example, GateResult, Metric
+from gatekeeper.verdict import GateResult, Metric
 
 SIDES = ("base", "adapter", "merged")
 SERVED = ("adapter", "merged")  # the two ways the candidate can ship; the base is the reference
@@ -139,12 +139,8 @@ class LatencyMemory:
         }
         if device_note:
             details["device"] = device_note
+        # The slowest prompts, by the adapter's slowest run: where a budget breaks first.
         slowest = sorted(range(len(items)), key=lambda i: -max(results["adapter"][i].latency_ms))[:3]
-        evidence = [
-            Example(id=items[i].id, input=items[i].input,
-                    note="latency ms: " + ", ".join(f"{s} {max(results[s][i].latency_ms):.1f}" for s in SIDES)
-                         + " (slowest of the repeats)")
-            for i in slowest
-        ] if breaches else []
+        details["slowest_prompts_ms"] = {items[i].id: {s: max(results[s][i].latency_ms) for s in SIDES} for i in slowest}
         return GateResult(name=self.name, status="failed" if breaches else "passed", rule=rule, summary=summary,
-                          metrics=metrics, evidence=evidence, details=details)
+                          metrics=metrics, details=details)
