@@ -158,8 +158,8 @@ def run_check(
 ) -> tuple[Verdict, dict[str, Path]]:
     """Run the gates and write the reports; with ``record``, register the verdict and a replay record.
 
-    The replay record (``replay.jsonl`` beside the reports, ``replay_items``
-    prompts, 0 for none) is what a later rollback drill reproduces; its
+    The replay record (``gatekeeper.replay``, ``replay_items`` prompts, 0 for
+    none) is what a later rollback drill reproduces; its
     answers are the ones the task gates just asked for, so the cache serves
     them. A check whose gates never ask the adapter writes none.
     """
@@ -173,7 +173,7 @@ def run_check(
         results = run_gates(prepared.bundle, prepared.gates, served, report_phase, report_dir=out_dir)
         # Only when a gate asked the adapter anyway: a check of data alone loads no model for a record.
         if record and replay_items > 0 and any({"adapter", "merged"} & set(gate.sides) for gate, _ in prepared.gates):
-            replay_path = write_record(prepared.bundle, served, out_dir, replay_items)
+            replay_path = write_record(prepared.bundle, served, replay_items)
     finally:
         if cache:
             cache.close()

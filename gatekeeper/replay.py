@@ -1,10 +1,12 @@
 """Replay records: a checked version's outputs on a sample of its task prompts, to reproduce after a restore.
 
-``gatekeeper check`` writes ``replay.jsonl`` into the report directory: a
-header (bundle, manifest hash, the runtime's identity) and one line per
-prompt (request key, messages, decoding, greedy output). Its sha256 goes into
-the version registry with the verdict, so a rollback drill can tell a record
-that was edited from one that was not, and knows where to find it.
+``gatekeeper check`` writes one beside the version registry,
+``<adapters>/replays/<name>/v<N>-<manifest sha256>.jsonl``: a header (bundle,
+manifest hash, the runtime's identity) and one line per prompt (request key,
+messages, decoding, greedy output). Not in the report directory, which is
+regenerated and cleaned; a record must outlive every report until its version
+is no longer restored. Its sha256 goes into the registry with the verdict, so
+a rollback drill can tell a record that was edited from one that was not.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from gatekeeper.errors import GatekeeperError
 from gatekeeper.hashing import sha256_file
 from gatekeeper.runtime import Generate
 
-REPLAY_FILE = "replay.jsonl"
 DEFAULT_ITEMS = 16
 REPLAY_SCHEMA_VERSION = 1
 
@@ -41,7 +42,14 @@ def requests_for(bundle, n: int = DEFAULT_ITEMS) -> list[tuple[str, Generate]]:
             for item in sample(bundle.golden["eval"], n)]
 
 
-def write_record(bundle, runtime, out_dir: Path, n: int = DEFAULT_ITEMS) -> Path:
+def record_path(bundle) -> Path:
+    from gatekeeper.versions import registry_for
+
+    manifest = bundle.manifest
+    return registry_for(bundle.root).parent / "replays" / manifest.name / f"v{manifest.version}-{bundle.manifest_sha256[:16]}.jsonl"
+
+
+def write_record(bundle, runtime, n: int = DEFAULT_ITEMS) -> Path:
     """Ask the (usually cached) runtime for the adapter's answers and write them; returns the file."""
     pairs = requests_for(bundle, n)
     outputs = runtime.generate("adapter", [r for _, r in pairs])
@@ -52,12 +60,13 @@ def write_record(bundle, runtime, out_dir: Path, n: int = DEFAULT_ITEMS) -> Path
          "output": output}
         for (item_id, r), output in zip(pairs, outputs)
     ]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=".replay-", dir=out_dir)
+    target = record_path(bundle)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=".replay-", dir=target.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n" for line in lines)
-    os.replace(staging, out_dir / REPLAY_FILE)
-    return out_dir / REPLAY_FILE
+    os.replace(staging, target)
+    return target
 
 
 def read_record(path: Path, sha256: str) -> tuple[dict, list[tuple[str, Generate, str]]]:

@@ -32,6 +32,8 @@ class Rollback:
                  device: str | None = None):
         if max_items is not None and max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {max_items}")
+        if registry and Path(registry).expanduser().is_absolute() and not Path(registry).expanduser().is_file():
+            raise ValueError(f"registry {registry!r} does not exist")
         self.registry, self.replay, self.max_items, self.device = registry, replay, max_items, device
 
     def requests(self, ctx):

@@ -89,7 +89,7 @@ def test_an_advisory_gate_that_fails_is_skipped_not_failed(pytester, bundle_copy
 
 def test_reports_go_where_asked(pytester, tiny_bundle):
     gate_run(pytester, tiny_bundle, "--gatekeeper-report-dir", "out").assert_outcomes(passed=2)
-    assert sorted(p.name for p in (pytester.path / "out").iterdir()) == ["junit.xml", "replay.jsonl", "report.html", "verdict.json"]
+    assert sorted(p.name for p in (pytester.path / "out").iterdir()) == ["junit.xml", "report.html", "verdict.json"]
     assert not (pytester.path / "reports").exists()
 
 

@@ -34,7 +34,7 @@ def _check(v2, out):
 
 def test_a_check_leaves_a_replay_record_the_registry_vouches_for(versions, tmp_path):
     _, _, registry = versions
-    record = tmp_path / "reports" / "v1" / "replay.jsonl"
+    [record] = (tmp_path / "adapters" / "replays" / "tiny").glob("v1-*.jsonl")  # beside the registry, not the reports
     lines = [json.loads(line) for line in record.read_text().splitlines()]
     assert lines[0]["name"] == "tiny" and lines[0]["version"] == 1 and lines[0]["runtime"]["side"] == "adapter"
     assert len(lines) == 17 and all(entry["output"] for entry in lines[1:])  # 16 prompts: the whole tiny eval set
@@ -77,19 +77,19 @@ def test_outputs_that_do_not_replay_fail_with_the_diff(versions, tmp_path):
     """A record whose outputs the version cannot reproduce (here: one answer rewritten, hash re-registered)."""
     v1, v2, registry = versions
     assert main(["promote", str(v1)]) == 0
-    record = tmp_path / "reports" / "v1" / "replay.jsonl"
+    [record] = (tmp_path / "adapters" / "replays" / "tiny").glob("v1-*.jsonl")
     lines = record.read_text().splitlines()
     entry = json.loads(lines[3])
     entry["output"] = "not what v1 says"
     lines[3] = json.dumps(entry, sort_keys=True)
     record.write_text("\n".join(lines) + "\n")
     code, result = _check(v2, tmp_path / "stale-hash")
-    assert code == 1 and "hash mismatch for replay.jsonl" in result["summary"]
+    assert code == 1 and f"hash mismatch for {record.name}" in result["summary"]
 
     with sqlite3.connect(registry) as db:
         db.execute("UPDATE replays SET sha256=?", (sha256_file(record),))
     code, result = _check(v2, tmp_path / "r")
-    assert code == 1 and "1 of 16 replayed outputs differ from replay.jsonl" in result["summary"]
+    assert code == 1 and f"1 of 16 replayed outputs differ from {record.name}" in result["summary"]
     shown = result["evidence"][0]
     assert shown["id"] == entry["id"] and shown["base_output"] == "not what v1 says" and shown["adapter_output"]
 
@@ -102,3 +102,10 @@ def test_the_rollback_command_runs_the_same_drill(versions, tmp_path, capsys):
     capsys.readouterr()
     assert main(["rollback", "tiny", "--to", "v1", "--registry", str(registry)]) == 0
     assert "rolled back to v1 (v2 archived); 16 recorded outputs replayed identically" in capsys.readouterr().out
+
+
+def test_a_registry_that_is_not_there_is_bad_input(bundle_copy, tmp_path, capsys):
+    edit_manifest(bundle_copy, lambda d: d.update(gates=[{"name": "rollback", "params": {"registry": str(tmp_path / "no.sqlite")}}]))
+    assert main(["check", str(bundle_copy), "--out", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0] and not (tmp_path / "r").exists()
