@@ -8,12 +8,16 @@ another.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
 
 from gatekeeper.hashing import sha256_json
-from gatekeeper.runtime import CountTokens, Generate, LogLik, LogLikResult, Progress, Runtime, Side
+from gatekeeper.runtime import (
+    CountTokens, Divergence, DivergenceResult, Generate, LogLik, LogLikResult, Progress, Runtime, Side, Timing,
+    TimingResult,
+)
 
 
 class ResponseCache:
@@ -87,3 +91,14 @@ class CachedRuntime:
     def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]:
         # Not cached: counting takes the tokenizer alone and costs about what a lookup does.
         return self.inner.count_tokens(side, requests, progress)
+
+    def divergence(self, side: Side, requests: list[Divergence], progress: Progress | None = None) -> list[DivergenceResult]:
+        return self._run(side, requests, self.inner.divergence, dataclasses.asdict, lambda v: DivergenceResult(**v), progress)
+
+    def timing(self, side: Side, requests: list[Timing], progress: Progress | None = None) -> list[TimingResult]:
+        # Never cached, and not counted as hits or misses: a timing measures the machine now.
+        return self.inner.timing(side, requests, progress)
+
+    def export_merged(self, side: Side, requests: list, progress: Progress | None = None) -> list[dict]:
+        # Never cached: the files written are the point.
+        return self.inner.export_merged(side, requests, progress)

@@ -22,6 +22,7 @@ from gatekeeper.cache import CachedRuntime, ResponseCache
 from gatekeeper.engine import PhaseReporter, run_gates
 from gatekeeper.errors import BundleError
 from gatekeeper.hashing import sha256_json
+from gatekeeper.replay import DEFAULT_ITEMS, write_record
 from gatekeeper.reports import write_reports
 from gatekeeper.signing import SignatureStatus, verify_signature
 from gatekeeper.verdict import BundleSummary, Verdict, exit_code_for
@@ -153,13 +154,26 @@ def run_check(
     cache_path: Path | None = None,
     report_phase: PhaseReporter | None = None,
     record: bool = True,
+    replay_items: int = DEFAULT_ITEMS,
 ) -> tuple[Verdict, dict[str, Path]]:
+    """Run the gates and write the reports; with ``record``, register the verdict and a replay record.
+
+    The replay record (``gatekeeper.replay``, ``replay_items`` prompts, 0 for
+    none) is what a later rollback drill reproduces; its
+    answers are the ones the task gates just asked for, so the cache serves
+    them. A check whose gates never ask the adapter writes none.
+    """
     started = time.perf_counter()
     runtime = prepared.runtime
+    out_dir = out_dir or default_report_dir(prepared.bundle.manifest)
     cache = ResponseCache(cache_path or cache_root() / "responses.sqlite") if use_cache else None
     served = CachedRuntime(runtime, cache) if cache else runtime
+    replay_path = None
     try:
-        results = run_gates(prepared.bundle, prepared.gates, served, report_phase)
+        results = run_gates(prepared.bundle, prepared.gates, served, report_phase, report_dir=out_dir)
+        # Only when a gate asked the adapter anyway: a check of data alone loads no model for a record.
+        if record and replay_items > 0 and any({"adapter", "merged"} & set(gate.sides) for gate, _ in prepared.gates):
+            replay_path = write_record(prepared.bundle, served, replay_items)
     finally:
         if cache:
             cache.close()
@@ -176,9 +190,10 @@ def run_check(
         environment=environment(runtime.identity("base")["device"]),
         timing=timing,
     )
-    paths = write_reports(verdict, out_dir or default_report_dir(prepared.bundle.manifest))
-    if record:  # promote reads the latest verdict from the registry
+    paths = write_reports(verdict, out_dir)
+    if record:  # promote reads the latest verdict from the registry, a rollback drill the replay record
         from gatekeeper.release import record_check
 
-        record_check(prepared.bundle, str(prepared.signature), paths["verdict.json"], verdict.passed, verdict.exit_code)
+        record_check(prepared.bundle, str(prepared.signature), paths["verdict.json"], verdict.passed, verdict.exit_code,
+                     replay_path)
     return verdict, paths

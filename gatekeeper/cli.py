@@ -208,7 +208,7 @@ def cmd_promote(args) -> int:
 def cmd_rollback(args) -> int:
     from gatekeeper.release import rollback
 
-    print(rollback(args.name, _version_number(args.to), Path(args.registry)))
+    print(rollback(args.name, _version_number(args.to), Path(args.registry), replay=not args.no_replay, device=args.device))
     return ExitCode.PASSED
 
 
@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("name")
     rollback.add_argument("--to", required=True, help="the version to restore, e.g. v1")
     rollback.add_argument("--registry", default="adapters/registry.sqlite")
+    rollback.add_argument("--no-replay", action="store_true",
+                          help="verify hashes and signature only; do not replay the version's recorded outputs")
+    rollback.add_argument("--device", help="where to replay (default: the version's serving device)")
     rollback.set_defaults(func=cmd_rollback)
 
     history = sub.add_parser("history", help="versions, verdicts and promotions of an adapter")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Callable
 
 import pydantic
@@ -24,7 +25,8 @@ from gatekeeper.verdict import GateResult
 # (label, total) -> a callback that advances by n
 PhaseReporter = Callable[[str, int], Progress]
 # request kind -> the runtime method that answers it
-RUNTIME_CALLS = {"generate": "generate", "loglik": "loglik", "tokens": "count_tokens"}
+RUNTIME_CALLS = {"generate": "generate", "loglik": "loglik", "tokens": "count_tokens",
+                 "divergence": "divergence", "timing": "timing", "export": "export_merged"}
 
 
 @dataclass
@@ -34,6 +36,8 @@ class GateContext:
     bundle: LoadedBundle
     serving: dict | None = None
     """The runtime's serving profile (chat template, special and stop tokens), when it has one."""
+    report_dir: Path | None = None
+    """Where this check's reports go, for a gate that leaves an artifact beside them."""
 
     @property
     def contract(self) -> Contract:
@@ -91,10 +95,11 @@ def collect_requests(ctx: GateContext, gates: list) -> tuple[dict[Side, dict[str
 
 
 def run_gates(
-    bundle: LoadedBundle, gates: list, runtime: Runtime, report_phase: PhaseReporter | None = None
+    bundle: LoadedBundle, gates: list, runtime: Runtime, report_phase: PhaseReporter | None = None,
+    report_dir: Path | None = None,
 ) -> list[GateResult]:
     profile = getattr(runtime, "profile", None)
-    ctx = GateContext(bundle, serving=profile() if profile else None)
+    ctx = GateContext(bundle, serving=profile() if profile else None, report_dir=report_dir)
     wanted, failed = collect_requests(ctx, gates)
     table: dict[tuple[Side, str], Any] = {}
     for side in sorted(wanted):

@@ -189,6 +189,35 @@ class HFRuntime:
             progress(len(requests))
         return counts
 
+    # -- the merged side and measurements (gatekeeper/merging.py, gatekeeper/timing.py) --
+    def merged_model(self, request):
+        """The adapter merged into a copy of the base, built on first use: only a gate that asks pays for it."""
+        from gatekeeper.merging import build_merged
+
+        built = self.__dict__.setdefault("_merged", {})
+        which = (request.variant, request.merged_from, request.merged_sha256)
+        if which not in built:
+            built[which] = build_merged(self, request)
+        return built[which]
+
+    def divergence(self, side: Side, requests: list, progress: Progress | None = None) -> list:
+        """``Divergence`` requests, answered on the merged side against the unmerged adapter."""
+        from gatekeeper.merging import divergence
+
+        return divergence(self, side, requests, progress)
+
+    def export_merged(self, side: Side, requests: list, progress: Progress | None = None) -> list:
+        """``ExportMerged`` requests: the merged model written as safetensors, answered with file hashes."""
+        from gatekeeper.merging import export
+
+        return export(self, side, requests, progress)
+
+    def timing(self, side: Side, requests: list, progress: Progress | None = None) -> list:
+        """``Timing`` requests: measured now, on this runtime's device, never cached."""
+        from gatekeeper.timing import measure
+
+        return measure(self, side, requests, progress)
+
 
 def load_adapter(model, adapter_dir: Path):
     """Wrap a base with a peft adapter from safetensors, refusing pickled weights."""

@@ -20,14 +20,18 @@ def _verified(path: Path) -> tuple[LoadedBundle, str]:
     return bundle, str(status)
 
 
-def record_check(bundle: LoadedBundle, signature: str, verdict_path: Path, passed: bool, exit_code: int) -> Path:
-    """Register the version and its verdict; returns the registry file."""
+def record_check(bundle: LoadedBundle, signature: str, verdict_path: Path, passed: bool, exit_code: int,
+                 replay_path: Path | None = None) -> Path:
+    """Register the version, its verdict and its replay record; returns the registry file."""
     path = registry_for(bundle.root)
     manifest = bundle.manifest
     with Registry(path) as registry:
         registry.register(manifest.name, manifest.version, bundle.root.resolve(), bundle.manifest_sha256, signature)
         registry.record_verdict(manifest.name, manifest.version, bundle.manifest_sha256, sha256_file(verdict_path),
                                 passed, exit_code, verdict_path.resolve())
+        if replay_path is not None:
+            registry.record_replay(manifest.name, manifest.version, bundle.manifest_sha256, replay_path.resolve(),
+                                   sha256_file(replay_path))
     return path
 
 
@@ -51,15 +55,24 @@ def promote(path: Path, channel: str) -> str:
         return f"{name} v{version} is now {channel}"
 
 
-def rollback(name: str, version: int, registry_path: Path) -> str:
+def rollback(name: str, version: int, registry_path: Path, *, replay: bool = True, device: str | None = None) -> str:
+    """Restore an earlier production version, after the restore drill proves it is the version that was checked."""
+    from gatekeeper.restore import drill
+
     if not registry_path.is_file():
         raise RegistryError(f"no registry at {registry_path}")
     with Registry(registry_path) as registry:
         row = registry.version(name, version)
         if not any(e["version"] == version and e["channel_to"] == "production" for e in registry.events(name)):
             raise RegistryError(f"{name} v{version} was never in production; rollback restores an earlier production version")
-        bundle, _ = _verified(Path(row.path))
+        bundle, _ = _verified(Path(row.path))  # hashes and signature first: seconds, before any model loads
         if bundle.manifest_sha256 != row.manifest_sha256:
             raise BundleError(f"{row.path}: bundle.yaml differs from the one registered for v{version}")
+        result = drill(registry, name, version, device=device, replay=replay)
+        if not result.ok:
+            raise BundleError(f"{name} v{version} does not restore: {result.problems[0]}")
         previous = registry.set_production(name, version, "rollback")
-    return f"{name} rolled back to v{version}" + (f" (v{previous} archived)" if previous else "")
+    done = f"{name} rolled back to v{version}" + (f" (v{previous} archived)" if previous else "")
+    if result.replayed:
+        return done + f"; {result.replayed} recorded outputs replayed identically"
+    return done + (f"; {result.note}" if result.note else "")

@@ -83,6 +83,8 @@ def _num(value, digits: int = 3) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
+        if value != 0 and abs(value) < 10 ** -digits:  # a drift of 3e-7 is not 0.000
+            return f"{value:.2e}"
         return f"{value:.{digits}f}"
     return str(value)
 

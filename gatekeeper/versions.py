@@ -43,6 +43,15 @@ CREATE TABLE IF NOT EXISTS verdicts (
     report_path TEXT NOT NULL,
     recorded_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS replays (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -133,6 +142,14 @@ class Registry:
                 (name, version, manifest_sha256, verdict_sha256, int(passed), exit_code, str(report_path), _now()),
             )
 
+    def record_replay(self, name: str, version: int, manifest_sha256: str, path: Path, sha256: str) -> None:
+        """Where a check left the version's replay record (``gatekeeper.replay``), and its hash."""
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO replays (name, version, manifest_sha256, path, sha256, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, version, manifest_sha256, str(path), sha256, _now()),
+            )
+
     def set_production(self, name: str, version: int, action: str) -> int | None:
         """Make ``version`` the one production version; the previous one is archived. Returns it."""
         with self._transaction():
@@ -186,6 +203,14 @@ class Registry:
         ).fetchone()
         keys = ("manifest_sha256", "verdict_sha256", "passed", "exit_code", "report_path", "recorded_at")
         return dict(zip(keys, row)) if row else None
+
+    def latest_replay(self, name: str, version: int, manifest_sha256: str) -> dict | None:
+        """The newest replay record of exactly this bundle.yaml, or None."""
+        row = self.db.execute(
+            "SELECT path, sha256, recorded_at FROM replays WHERE name=? AND version=? AND manifest_sha256=?"
+            " ORDER BY id DESC LIMIT 1", (name, version, manifest_sha256),
+        ).fetchone()
+        return dict(zip(("path", "sha256", "recorded_at"), row)) if row else None
 
     def verdicts(self, name: str) -> list[dict]:
         keys = ("version", "passed", "exit_code", "verdict_sha256", "recorded_at")

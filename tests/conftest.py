@@ -256,3 +256,16 @@ def _ranked_candidate(workdir: Path, rank: int, tiny_base: Path, tiny_task: Path
     bundle = write_candidate(train(recipe, root), recipe, root)
     assert main(["check", str(bundle), "--out", str(workdir / "reports" / "tiny" / bundle.name), "-q"]) == 0
     return bundle
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: tiny models gain nothing from two, and on a busy
+    2-core machine OpenMP threads spinning against other work make each forward
+    pass ten times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,89 @@
+"""rollback: if this candidate ships and misbehaves, can the version it replaces be brought back?
+
+The gate runs the restore drill (``gatekeeper.restore``) on the adapter's
+current production version from the version registry: every hash and the
+signature verified, then its recorded outputs replayed through a fresh
+runtime for that version. It asks the candidate's runtime nothing.
+
+This is the one gate that loads a model itself. The runtime under check
+serves the candidate's sides, while the drill needs another version's
+adapter and possibly another base, built exactly as that version is served;
+and its answers must never come from the response cache. Loading that version
+through the same path a real restore takes is the point of the drill.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gatekeeper.registry import gate
+from gatekeeper.verdict import Example, GateResult, Metric
+
+RULE = "the production version restores (hashes, signature, base, tokenizer) and replays its recorded outputs identically"
+
+
+@gate("rollback")
+class Rollback:
+    """The current production version restores with every hash verified and replays its recorded outputs identically."""
+
+    sides = ()
+
+    def __init__(self, registry: str | None = None, replay: bool = True, max_items: int | None = None,
+                 device: str | None = None):
+        if max_items is not None and max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items}")
+        if registry and Path(registry).expanduser().is_absolute() and not Path(registry).expanduser().is_file():
+            raise ValueError(f"registry {registry!r} does not exist")
+        self.registry, self.replay, self.max_items, self.device = registry, replay, max_items, device
+
+    def requests(self, ctx):
+        return []
+
+    def _registry_path(self, ctx) -> Path:
+        from gatekeeper.versions import registry_for
+
+        if self.registry:
+            path = Path(self.registry).expanduser()
+            return path if path.is_absolute() else ctx.bundle.root / path
+        return registry_for(ctx.bundle.root)
+
+    def evaluate(self, ctx, responses):
+        from gatekeeper.restore import drill
+        from gatekeeper.versions import Registry
+
+        name = ctx.bundle.manifest.name
+        path = self._registry_path(ctx)
+        production = None
+        if path.is_file():
+            with Registry(path) as registry:
+                production = registry.production(name)
+                result = drill(registry, name, production.version, device=self.device, replay=self.replay,
+                               max_items=self.max_items) if production else None
+        if production is None:
+            where = f"registry {path}" if path.is_file() else f"no registry at {path}"
+            return GateResult(name=self.name, status="passed", rule=RULE,
+                              summary=f"nothing to roll back to: {name} has no production version ({where})",
+                              details={"registry": str(path), "production": None})
+        status = "passed" if result.ok else "failed"
+        summary = (f"v{result.version} restores" + (f" and replays {result.replayed} outputs identically"
+                                                     if result.replayed and result.ok else "")
+                   if result.ok else f"v{result.version} cannot be restored: " + "; ".join(result.problems))
+        if result.note:
+            summary += f" ({result.note})"
+        evidence = [
+            Example(id=d["id"], input=d["input"], base_output=d["recorded"], adapter_output=d["replayed"],
+                    base_ok=True, adapter_ok=False, note=f"left: recorded when v{result.version} was checked; right: replayed now")
+            for d in result.diffs[:5]
+        ]
+        return GateResult(
+            name=self.name, status=status, rule=RULE, summary=summary,
+            metrics=[
+                Metric(name="restore_problems", adapter=len(result.problems), threshold=0, higher_is_better=False),
+                Metric(name="replayed_outputs_differing", adapter=len(result.diffs), threshold=0, higher_is_better=False),
+                Metric(name="replayed_outputs", adapter=result.replayed),
+            ],
+            evidence=evidence,
+            details={"registry": str(path), "production": f"{name} v{result.version}", "bundle": result.path,
+                     "verified": result.verified, "problems": result.problems, "note": result.note,
+                     "replay": "through a fresh runtime for that version, never through the response cache"},
+        )
