@@ -59,6 +59,7 @@ test-fast: install browser
 # Contamination first: it needs no trained candidate, gate_run.py does.
 bench: install
 	$(BIN)/python bench/contamination.py
+	$(BIN)/python bench/trainer.py --steps 10
 	$(BIN)/python bench/gate_run.py
 
 # Regenerate the committed JSON Schemas after changing a document model.

@@ -159,9 +159,9 @@ def run_check(
     """Run the gates and write the reports; with ``record``, register the verdict and a replay record.
 
     The replay record (``gatekeeper.replay``, ``replay_items`` prompts, 0 for
-    none) is what a later rollback drill reproduces; its
-    answers are the ones the task gates just asked for, so the cache serves
-    them. A check whose gates never ask the adapter writes none.
+    none) is what a later rollback drill reproduces. It is written once per
+    manifest, from the model rather than the cache, in the one batch a drill
+    replays. A check whose gates never ask the adapter writes none.
     """
     started = time.perf_counter()
     runtime = prepared.runtime
@@ -173,7 +173,12 @@ def run_check(
         results = run_gates(prepared.bundle, prepared.gates, served, report_phase, report_dir=out_dir)
         # Only when a gate asked the adapter anyway: a check of data alone loads no model for a record.
         if record and replay_items > 0 and any({"adapter", "merged"} & set(gate.sides) for gate, _ in prepared.gates):
-            replay_path = write_record(prepared.bundle, served, replay_items)
+            # Recorded fresh, as one batch, exactly as a drill replays it: a cached answer
+            # decoded in another batch could differ from a replay by a float-level tie.
+            # An intact record the registry already vouches for is kept, so a re-check stays cheap.
+            from gatekeeper.release import registered_replay
+
+            replay_path = registered_replay(prepared.bundle) or write_record(prepared.bundle, runtime, replay_items)
     finally:
         if cache:
             cache.close()

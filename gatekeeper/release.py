@@ -35,6 +35,19 @@ def record_check(bundle: LoadedBundle, signature: str, verdict_path: Path, passe
     return path
 
 
+def registered_replay(bundle: LoadedBundle) -> Path | None:
+    """This bundle's replay record, when the registry vouches for it as it is on disk now."""
+    path = registry_for(bundle.root)
+    if not path.is_file():
+        return None
+    manifest = bundle.manifest
+    with Registry(path) as registry:
+        known = registry.latest_replay(manifest.name, manifest.version, bundle.manifest_sha256)
+    if known is None or not Path(known["path"]).is_file() or sha256_file(Path(known["path"])) != known["sha256"]:
+        return None
+    return Path(known["path"])
+
+
 def promote(path: Path, channel: str) -> str:
     bundle, signature = _verified(path)
     name, version = bundle.manifest.name, bundle.manifest.version

@@ -50,7 +50,7 @@ def record_path(bundle) -> Path:
 
 
 def write_record(bundle, runtime, n: int = DEFAULT_ITEMS) -> Path:
-    """Ask the (usually cached) runtime for the adapter's answers and write them; returns the file."""
+    """Ask the runtime for the adapter's answers, in one batch as a drill replays them, and write them."""
     pairs = requests_for(bundle, n)
     outputs = runtime.generate("adapter", [r for _, r in pairs])
     header = {"replay": REPLAY_SCHEMA_VERSION, "name": bundle.manifest.name, "version": bundle.manifest.version,
