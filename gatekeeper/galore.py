@@ -92,3 +92,20 @@ def optimizer_state_bytes(optimizer) -> int:
                 projection if isinstance(projection, list) else [projection])
             total += sum(t.numel() * t.element_size() for t in parts if isinstance(t, torch.Tensor))
     return total
+
+
+def check_settings(recipe, root) -> None:
+    """Apply the recipe's GaLore settings to a weightless copy of the base (meta device).
+
+    A sweep calls this with its largest rank before training anything, so a rank
+    the smallest matrix cannot take costs seconds instead of the ranks before it.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from gatekeeper.basemodel import resolve_base
+
+    config = AutoConfig.from_pretrained(resolve_base(recipe.base, relative_to=root).path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    split_parameters(model, recipe.galore)
