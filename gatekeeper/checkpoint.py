@@ -39,6 +39,14 @@ def work_dir(recipe, root: Path) -> Path:
     return output_dir(recipe, root) / WORK_DIR
 
 
+def run_fingerprint(recipe, base, root: Path) -> str:
+    """What a checkpoint must match to be resumed: the recipe, the base and the training data."""
+    from gatekeeper.hashing import sha256_file, sha256_json
+
+    data = {k: sha256_file(root / getattr(recipe.data, k)) for k in ("train", "validation")}
+    return sha256_json({"recipe": recipe.model_dump(mode="json"), "base": base.sha256, "data": data})
+
+
 @dataclass
 class Checkpoint:
     state: dict

@@ -48,32 +48,6 @@ def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> 
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def build_peft_model(base_model, recipe: Recipe):
-    from peft import LoraConfig, get_peft_model
-
-    settings = recipe.adapter
-    config = LoraConfig(
-        use_dora=recipe.method == "dora",
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        use_rslora=settings.use_rslora,
-        task_type="CAUSAL_LM",
-    )
-    try:
-        return get_peft_model(base_model, config)
-    except ValueError as exc:
-        if "not found" not in str(exc) and "match" not in str(exc):
-            raise
-        import torch
-
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in base_model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise RecipeError(
-            f"target_modules {settings.target_modules!r} match no layer of the base; its linear modules are: {', '.join(linear)}"
-        ) from None
-
-
 def _validation_loss(model, batches) -> float:
     import torch
 
@@ -90,41 +64,6 @@ def _validation_loss(model, batches) -> float:
     return total / max(1, count)
 
 
-def _build(recipe: Recipe, base: ResolvedBase, device):
-    """The model to train, its trainable parameters by name, and their optimizer."""
-    import torch
-
-    from gatekeeper.modeling import load_base_model
-
-    settings = recipe.training
-    quantization = "nf4" if recipe.method == "qlora" else "none"
-    model = load_base_model(base.path, dtype="float32", quantization=quantization, device=recipe.serving.device)
-    if recipe.method == "galore":
-        from gatekeeper.galore import build_optimizer, split_parameters
-
-        projected, plain = split_parameters(model, recipe.galore)
-        model.train()
-        return model, projected | plain, build_optimizer(projected, plain, recipe.galore, settings)
-    if quantization == "nf4":
-        from peft import prepare_model_for_kbit_training
-
-        # frozen 4-bit base; norms and embeddings kept in full precision for stable training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = build_peft_model(model, recipe)
-    model.train()
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    return model, trainable, optimizer
-
-
-def run_fingerprint(recipe: Recipe, base: ResolvedBase, root: Path) -> str:
-    """What a checkpoint must match to be resumed: the recipe, the base and the training data."""
-    from gatekeeper.hashing import sha256_file, sha256_json
-
-    data = {k: sha256_file(root / getattr(recipe.data, k)) for k in ("train", "validation")}
-    return sha256_json({"recipe": recipe.model_dump(mode="json"), "base": base.sha256, "data": data})
-
-
 def train(
     recipe: Recipe,
     root: Path,
@@ -139,6 +78,7 @@ def train(
 
     from gatekeeper import checkpoint
     from gatekeeper.hf_runtime import load_tokenizer
+    from gatekeeper.methods import build_trainable
     from gatekeeper.modeling import answer_loss, pick_device
 
     settings = recipe.training
@@ -158,12 +98,12 @@ def train(
     check_lengths(val_set, settings.max_seq_len, root / data.validation)
     if resume and checkpoints is None:
         raise RecipeError("resuming needs a checkpoint directory")
-    fingerprint = run_fingerprint(recipe, base, root)
+    fingerprint = checkpoint.run_fingerprint(recipe, base, root)
     resumed = checkpoint.load(checkpoints, fingerprint) if resume else None
 
     torch.manual_seed(settings.seed)
     device = pick_device(recipe.serving.device)
-    model, trainable, optimizer = _build(recipe, base, device)
+    model, trainable, optimizer = build_trainable(recipe, base)
 
     per_epoch = math.ceil(len(train_set) / (settings.batch_size * settings.grad_accum))
     total_steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)
