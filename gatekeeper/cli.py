@@ -8,6 +8,7 @@ A user error prints one line, never a traceback (set GATEKEEPER_DEBUG=1 for one)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -155,14 +156,19 @@ def _print_diff(diff) -> None:
         console.print(lineage)
 
 
-def _interrupt_on_sigterm() -> None:
-    """A kill (SIGTERM) unwinds like Ctrl-C, so staging directories are cleaned up on the way out."""
+@contextlib.contextmanager
+def _interrupt_on_sigterm():
+    """Inside the block a kill (SIGTERM) unwinds like Ctrl-C, so staging directories are cleaned up."""
     import signal
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_with_progress(recipe, root: Path, console, quiet: bool, **kwargs):
@@ -189,14 +195,14 @@ def cmd_train(args) -> int:
     from gatekeeper.candidates import write_candidate
     from gatekeeper.recipe import load_recipe
 
-    _interrupt_on_sigterm()
     recipe, root = load_recipe(args.recipe)
     console = _console()
     work = checkpoint.work_dir(recipe, root)
     verb = "resuming" if args.resume else "training"
     console.print(f"{verb} [bold]{recipe.name}[/] ({recipe.method}, rank {recipe.rank}) on {recipe.base}")
-    result = _train_with_progress(recipe, root, console, args.quiet, checkpoints=work, resume=args.resume)
-    path = write_candidate(result, recipe, root)
+    with _interrupt_on_sigterm():
+        result = _train_with_progress(recipe, root, console, args.quiet, checkpoints=work, resume=args.resume)
+        path = write_candidate(result, recipe, root)
     checkpoint.discard(work)  # the version exists now; its checkpoints have served
     record = result.record
     console.print(f"best validation loss {record['best_val_loss']:.4f} at step {record['best_step']} "
@@ -219,14 +225,14 @@ def cmd_sweep(args) -> int:
         from gatekeeper.galore import check_settings
 
         check_settings(with_rank(recipe, ranks[-1]), root)
-    _interrupt_on_sigterm()
     out = Path(args.out) if args.out else Path("reports") / f"sweep-{recipe.name}"
     console = _console()
     rows = []
     for rank in ranks:
         ranked = with_rank(recipe, rank)
         console.print(f"[bold]{recipe.name}[/] {recipe.method} rank {rank}")
-        bundle = write_candidate(_train_with_progress(ranked, root, console, args.quiet), ranked, root)
+        with _interrupt_on_sigterm():
+            bundle = write_candidate(_train_with_progress(ranked, root, console, args.quiet), ranked, root)
         prepared = prepare(bundle, device=args.device)
         verdict, _ = run_check(prepared, out / f"r{rank}")
         rows.append(row_for(rank, bundle, verdict, out / f"r{rank}"))

@@ -144,22 +144,28 @@ def test_killed_training_leaves_no_version_and_resumes_to_the_same_adapter(tmp_p
     assert out.strip().endswith("v1")
 
 
-def test_kill_during_the_version_write_leaves_no_version(tmp_path, tiny_base, tiny_task):
-    """SIGKILL between writing the files and the rename: only a hidden staging directory remains."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_kill_during_the_version_write_leaves_no_version(sig, tmp_path, tiny_base, tiny_task):
+    """A kill between writing the files and the rename. SIGTERM unwinds like Ctrl-C and cleans up;
+    after SIGKILL (nothing runs) only a hidden staging directory remains. Never a vN."""
     path = write_recipe(tmp_path / "r", tiny_base, tiny_task, training={"max_steps": 1})
     code = (
-        "import os, signal, sys\n"
+        "import os, sys\n"
         "import gatekeeper.candidates as c\n"
-        "from gatekeeper.recipe import load_recipe\n"
-        "from gatekeeper.train import train\n"
-        "c.sign_bundle = lambda staging: os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"recipe, root = load_recipe({str(path)!r})\n"
-        "c.write_candidate(train(recipe, root), recipe, root)\n"
+        "from gatekeeper.cli import main\n"
+        f"c.sign_bundle = lambda staging: os.kill(os.getpid(), {int(sig)})\n"
+        f"sys.exit(main(['train', {str(path)!r}, '-q']))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == -signal.SIGKILL, done.stderr
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     root = tmp_path / "r"
     assert existing_versions(root) == []
-    assert [p.name[:11] for p in root.iterdir() if p.is_dir()] == [".v-staging-"]
+    staging = [p.name[:11] for p in root.iterdir() if p.is_dir()]
+    if sig == signal.SIGTERM:
+        assert done.returncode == 130 and done.stderr.strip().endswith("gatekeeper: interrupted"), done.stderr
+        assert staging == []
+    else:
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        assert staging == [".v-staging-"]
     recipe, _ = load_recipe(path)
     assert write_candidate(train(recipe, root), recipe, root).name == "v1"  # and the next run is v1
