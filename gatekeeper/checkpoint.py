@@ -77,11 +77,25 @@ def _flatten_optimizer(optimizer, names: dict[int, str]) -> tuple[dict, dict]:
                     tensors[f"{name}/projector.{i}"] = part.detach().contiguous()
                 entry["projector"] = {"rank": value.rank, "update_proj_gap": value.update_proj_gap,
                                       "scale": value.scale, "proj_type": value.proj_type,
-                                      "parts": len(parts), "as_list": isinstance(basis, list)}
+                                      "parts": len(parts), "as_list": isinstance(basis, list),
+                                      "strides": [list(part.stride()) for part in parts]}
             else:
                 raise TypeError(f"cannot checkpoint optimizer state {key!r} of type {type(value).__name__}")
         meta[name] = entry
     return tensors, meta
+
+
+def _with_strides(value, strides: list[int], device):
+    """A copy of ``value`` laid out with the saved strides.
+
+    A GaLore basis is a column slice of the SVD's U, so not contiguous, and a
+    matmul with a differently laid-out operand can round differently: the
+    layout is part of what makes a resumed run bit-identical.
+    """
+    import torch
+
+    out = torch.empty_strided(tuple(value.shape), tuple(strides), dtype=value.dtype, device=device)
+    return out.copy_(value)
 
 
 def restore_optimizer(optimizer, params: dict, tensors: dict, meta: dict) -> None:
@@ -98,7 +112,8 @@ def restore_optimizer(optimizer, params: dict, tensors: dict, meta: dict) -> Non
             p = entry["projector"]
             projector = GaLoreProjector(p["rank"], update_proj_gap=p["update_proj_gap"], scale=p["scale"],
                                         proj_type=p["proj_type"])
-            parts = [tensors[f"{name}/projector.{i}"].to(param.device) for i in range(p["parts"])]
+            parts = [_with_strides(tensors[f"{name}/projector.{i}"], p["strides"][i], param.device)
+                     for i in range(p["parts"])]
             projector.ortho_matrix = parts if p["as_list"] else parts[0]
             state["projector"] = projector
         optimizer.state[param] = state

@@ -113,7 +113,8 @@ class HFRuntime:
         from gatekeeper.modeling import load_base_model
 
         if self.adapter_kind != "lora" and self.quantization != "none":
-            raise RuntimeLoadError(f"a {self.adapter_kind} adapter replaces full-precision weights; it cannot be served over a {self.quantization} base")
+            raise RuntimeLoadError(f"a {self.adapter_kind} adapter replaces full-precision weights; "
+                                   f"it cannot be served over a {self.quantization} base")
         model = load_base_model(self.base.path, dtype=self.dtype_name, quantization=self.quantization, device=self.device_name)
         if self.adapter_dir is not None and self.adapter_kind != "lora":
             from gatekeeper.delta import WeightSwap

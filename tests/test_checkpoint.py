@@ -23,8 +23,8 @@ TRAINING = {"batch_size": 8, "max_steps": 6, "eval_every": 3, "checkpoint_every"
 METHODS = {
     # dropout draws from the global RNG, so its state has to come back too
     "lora": {"adapter": {"r": 4, "alpha": 8, "dropout": 0.1}},
-    # a projection refreshed every 4 steps: the resumed run must reuse the basis from step 0
-    "galore": {"method": "galore", "adapter": None, "galore": {"rank": 4, "update_proj_gap": 4}},
+    # projections computed at steps 0 and 3: resuming at 4 must bring back the basis from step 3
+    "galore": {"method": "galore", "adapter": None, "galore": {"rank": 4, "update_proj_gap": 3}},
 }
 WEIGHTS = {"lora": "adapter_model.safetensors", "galore": "delta.safetensors"}
 
