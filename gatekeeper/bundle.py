@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gatekeeper.basemodel import PICKLED_SUFFIXES
 from gatekeeper.errors import BundleError, GatekeeperError
@@ -46,12 +46,27 @@ class BaseRef(_Doc):
     chat_template_sha256: str
 
 
+AdapterKind = Literal["lora", "delta", "full"]
+FULL_WEIGHT_METHODS = ("galore",)  # methods that change the base's own weights rather than add a peft adapter
+
+
 class AdapterRef(_Doc):
     path: str = "adapter"
-    """A peft adapter directory (adapter_config.json and adapter_model.safetensors)."""
+    """The adapter directory: a peft adapter (adapter_config.json, adapter_model.safetensors) for kind
+    ``lora``; ``delta.safetensors`` for kinds ``delta`` and ``full``."""
     method: Literal["lora", "qlora", "dora", "galore"] = "lora"
+    kind: AdapterKind = "lora"
+    """What the weights are: ``lora``, a peft adapter served on top of the base; ``delta``, the changed
+    tensors as trained - base (the candidate is base + delta); ``full``, the changed tensors' trained values."""
     files: dict[str, str]
     """File name inside the adapter directory -> sha256."""
+
+    @model_validator(mode="after")
+    def _kind_fits_method(self):
+        full_weights = self.method in FULL_WEIGHT_METHODS
+        if full_weights != (self.kind != "lora"):
+            raise ValueError(f"method {self.method!r} does not produce adapter kind {self.kind!r}")
+        return self
 
 
 class PromptTemplate(_Doc):

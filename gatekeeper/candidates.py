@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from gatekeeper.basemodel import ALIASES, serving_profile, tokenizer_fingerprint
-from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, TaskSpec, file_ref, write_manifest
+from gatekeeper.bundle import FULL_WEIGHT_METHODS, AdapterRef, BaseRef, Bundle, TaskSpec, file_ref, write_manifest
 from gatekeeper.hashing import sha256_file
 from gatekeeper.recipe import Recipe
 from gatekeeper.signing import sign_bundle
@@ -74,7 +74,15 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         copies["rehearsal.jsonl"] = data.rehearsal.prompts
     for name, source in copies.items():
         shutil.copyfile(root / source, staging / "data" / name)
-    result.model.save_pretrained(staging / "adapter", safe_serialization=True)
+    kind = "delta" if recipe.method in FULL_WEIGHT_METHODS else "lora"
+    if kind == "delta":  # only what changed, as trained - base; the base hash pins what it applies to
+        from gatekeeper.delta import DELTA_FILE, write_delta
+
+        counts = write_delta(result.model, result.trained, result.base.path, result.base.sha256, staging / "adapter")
+        weights = staging / "adapter" / DELTA_FILE
+    else:
+        result.model.save_pretrained(staging / "adapter", safe_serialization=True)
+        weights, counts = staging / "adapter" / "adapter_model.safetensors", {}
     (staging / "recipe.yaml").write_text(
         yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8"
     )
@@ -82,7 +90,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
     record["corpus_sha256"] = {name: sha256_file(staging / "data" / name) for name in sorted(copies)}
     record["packages"] = _package_versions()
     # the point of an adapter is to be small next to its base: record both sizes
-    record["adapter_bytes"] = (staging / "adapter" / "adapter_model.safetensors").stat().st_size
+    record["adapter_bytes"] = weights.stat().st_size
+    record |= counts
     record["base_bytes"] = sum(p.stat().st_size for p in result.base.path.glob("*.safetensors"))
     (staging / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     profile = serving_profile(result.tokenizer)
@@ -93,7 +102,7 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         version=0,
         base=BaseRef(ref=_base_ref(recipe, result, target_dir), sha256=result.base.sha256,
                      **tokenizer_fingerprint(result.tokenizer)),
-        adapter=AdapterRef(path="adapter", method=recipe.method, files=adapter_files),
+        adapter=AdapterRef(path="adapter", method=recipe.method, kind=kind, files=adapter_files),
         task=TaskSpec(contract=file_ref(staging, "data/contract.schema.json"), prompt=data.prompt),
         golden_sets={
             name: file_ref(staging, f"data/{name}.jsonl")
@@ -113,7 +122,7 @@ def _package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("gatekeeper", "torch", "transformers", "peft", "bitsandbytes", "safetensors"):
+    for name in ("gatekeeper", "torch", "transformers", "peft", "bitsandbytes", "safetensors", "galore-torch"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -62,7 +62,7 @@ def prepare(path: str | Path, *, device: str | None = None, allow_unsigned: bool
     runtime = HFRuntime(
         base, bundle.adapter_dir, adapter_sha256(bundle),
         device=device or serving.device, dtype=serving.dtype, quantization=serving.quantization,
-        batch_size=serving.batch_size,
+        batch_size=serving.batch_size, adapter_kind=manifest.adapter.kind,
     )
     found = runtime.fingerprint()
     # With a template_drift gate the difference is reported, with a diff, as a gate failure.
@@ -92,7 +92,7 @@ def environment(device: str) -> dict:
 
 
 TRAINING_FIELDS = ("method", "steps", "best_step", "best_val_loss", "val_curve", "seed", "corpus_sha256",
-                   "adapter_bytes", "base_bytes")
+                   "adapter_bytes", "base_bytes", "optimizer_state_bytes")
 CURVE_POINTS = 100  # enough for a plot; a full per-step curve would swamp verdict.json
 
 
@@ -117,7 +117,7 @@ def _training_summary(bundle: LoadedBundle) -> dict:
         # Flat "section.key" names, so two candidates' settings compare line by line.
         summary["hyperparameters"] = {
             f"{section}.{key}": value
-            for section in ("adapter", "training")
+            for section in ("adapter", "galore", "training")
             for key, value in sorted((recipe.get(section) or {}).items())
         }
     return summary

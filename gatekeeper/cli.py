@@ -8,6 +8,7 @@ A user error prints one line, never a traceback (set GATEKEEPER_DEBUG=1 for one)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -155,33 +156,96 @@ def _print_diff(diff) -> None:
         console.print(lineage)
 
 
-def cmd_train(args) -> int:
+@contextlib.contextmanager
+def _interrupt_on_sigterm():
+    """Inside the block a kill (SIGTERM) unwinds like Ctrl-C, so staging directories are cleaned up."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_with_progress(recipe, root: Path, console, quiet: bool, **kwargs):
+    """Train with a progress bar: step of total, loss, validation loss when measured, tokens/s."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gatekeeper.candidates import write_candidate
-    from gatekeeper.recipe import load_recipe
     from gatekeeper.train import train
 
-    recipe, root = load_recipe(args.recipe)
-    console = _console()
-    console.print(f"training [bold]{recipe.name}[/] ({recipe.method}, r={recipe.adapter.r}) on {recipe.base}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[stats]}"))
-    with Progress(*columns, console=console, disable=args.quiet) as progress:
-        task = progress.add_task("train", total=None, stats="")
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        task = progress.add_task(f"train r={recipe.rank}", total=None, stats="")
 
         def on_step(info):
             val = f" val {info.val_loss:.4f}" if info.val_loss is not None else ""
             progress.update(task, completed=info.step, total=info.total,
                             stats=f"loss {info.loss:.4f}{val} · {info.tokens_per_second:.0f} tok/s")
 
-        result = train(recipe, root, on_step)
-    path = write_candidate(result, recipe, root)
+        return train(recipe, root, on_step, **kwargs)
+
+
+def cmd_train(args) -> int:
+    from gatekeeper import checkpoint
+    from gatekeeper.candidates import write_candidate
+    from gatekeeper.recipe import load_recipe
+
+    recipe, root = load_recipe(args.recipe)
+    console = _console()
+    work = checkpoint.work_dir(recipe, root)
+    verb = "resuming" if args.resume else "training"
+    console.print(f"{verb} [bold]{recipe.name}[/] ({recipe.method}, rank {recipe.rank}) on {recipe.base}")
+    with _interrupt_on_sigterm():
+        result = _train_with_progress(recipe, root, console, args.quiet, checkpoints=work, resume=args.resume)
+        path = write_candidate(result, recipe, root)
+    checkpoint.discard(work)  # the version exists now; its checkpoints have served
     record = result.record
     console.print(f"best validation loss {record['best_val_loss']:.4f} at step {record['best_step']} "
                   f"of {record['steps']} ({record['wall_seconds']:.0f} s)")
     print(path)
     return ExitCode.PASSED
+
+
+def cmd_sweep(args) -> int:
+    from rich.table import Table
+
+    from gatekeeper.candidates import write_candidate
+    from gatekeeper.check import prepare, run_check
+    from gatekeeper.recipe import load_recipe
+    from gatekeeper.sweep import COLUMNS, parse_ranks, row_for, with_rank, write_outputs
+
+    ranks = parse_ranks(args.rank)  # before anything loads: a typo costs nothing
+    recipe, root = load_recipe(args.recipe)
+    if recipe.method == "galore":
+        from gatekeeper.galore import check_settings
+
+        check_settings(with_rank(recipe, ranks[-1]), root)
+    out = Path(args.out) if args.out else Path("reports") / f"sweep-{recipe.name}"
+    console = _console()
+    rows = []
+    for rank in ranks:
+        ranked = with_rank(recipe, rank)
+        console.print(f"[bold]{recipe.name}[/] {recipe.method} rank {rank}")
+        with _interrupt_on_sigterm():
+            bundle = write_candidate(_train_with_progress(ranked, root, console, args.quiet), ranked, root)
+        prepared = prepare(bundle, device=args.device)
+        verdict, _ = run_check(prepared, out / f"r{rank}")
+        rows.append(row_for(rank, bundle, verdict, out / f"r{rank}"))
+        console.print(f"  {bundle}: {rows[-1].verdict}")
+    paths = write_outputs(rows, out, recipe.name, recipe.method)
+    table = Table(*COLUMNS, title=f"{recipe.name}: {recipe.method} rank sweep")
+    for row in rows:
+        values = (getattr(row, c) for c in COLUMNS)
+        table.add_row(*("—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values))
+    _stdout_console().print(table)
+    print(f"sweep: {paths['csv']} {paths['svg']}")
+    # like check: 0 when some rank passes its gates, 1 when none does
+    return ExitCode.PASSED if any(r.verdict == "pass" for r in rows) else ExitCode.GATE_FAILED
 
 
 def cmd_verify(args) -> int:
@@ -289,8 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a candidate from a recipe into <dir>/v<N>")
     train.add_argument("recipe", help="recipe.yaml")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in <dir>/.work")
     train.add_argument("-q", "--quiet", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    sweep = sub.add_parser("sweep", help="train and check one candidate per rank; table and plot of the results")
+    sweep.add_argument("recipe", help="recipe.yaml")
+    sweep.add_argument("--rank", required=True, help="ranks to train, comma-separated, e.g. 4,8,16,32")
+    sweep.add_argument("--out", help="where the table, plot and reports go (default: reports/sweep-<name>)")
+    sweep.add_argument("--device", help="override the serving device for the checks (cpu, cuda)")
+    sweep.add_argument("-q", "--quiet", action="store_true")
+    sweep.set_defaults(func=cmd_sweep)
 
     gates = sub.add_parser("gates", help="list installed gates")
     gates_sub = gates.add_subparsers(dest="gates_command", required=True)

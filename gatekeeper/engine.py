@@ -70,6 +70,21 @@ class GateContext:
         return Generate(self.prompt.messages(item.input), self.bundle.manifest.decoding.max_new_tokens)
 
 
+def applies(gate, bundle: LoadedBundle) -> bool:
+    """A gate may name the adapter kinds it can judge (``adapter_kinds = ("lora",)``); by default it judges all."""
+    kinds = getattr(gate, "adapter_kinds", None)
+    return kinds is None or bundle.manifest.adapter.kind in kinds
+
+
+def not_applicable(gate, bundle: LoadedBundle) -> GateResult:
+    """Said in the verdict rather than silently skipped; nothing to check is not a failure."""
+    kind = bundle.manifest.adapter.kind
+    return GateResult(
+        name=gate.name, status="passed", rule=f"applies to adapter kinds: {', '.join(gate.adapter_kinds)}",
+        summary=f"not applicable: the bundle's adapter is of kind {kind!r}", details={"applicable": False},
+    )
+
+
 class Responses:
     def __init__(self, table: dict[tuple[Side, str], Any]):
         self._table = table
@@ -82,6 +97,8 @@ def collect_requests(ctx: GateContext, gates: list) -> tuple[dict[Side, dict[str
     wanted: dict[Side, dict[str, Request]] = {}
     failed: dict[str, Exception] = {}
     for gate, _ in gates:
+        if not applies(gate, ctx.bundle):
+            continue
         try:
             requests = gate.requests(ctx)
         except Exception as exc:  # reported as that gate's error, the others still run
@@ -117,7 +134,7 @@ def run_gates(
         try:
             if gate.name in failed:
                 raise failed[gate.name]
-            result = gate.evaluate(ctx, responses)
+            result = gate.evaluate(ctx, responses) if applies(gate, bundle) else not_applicable(gate, bundle)
         except Exception as exc:
             result = GateResult(name=gate.name, status="error", rule="", error=str(GateCrashed(gate.name, exc)))
         result.required = required

@@ -2,7 +2,9 @@
 
 The base side is scored inside peft's ``disable_adapter()`` on the very model
 that carries the adapter, so both sides share weights, tokenizer, chat
-template, padding and decoding; the base is never loaded twice.
+template, padding and decoding; the base is never loaded twice. A full-weight
+candidate (GaLore's delta) is served the same way: its changed tensors are
+swapped into the one loaded base for the adapter side (see ``delta.py``).
 """
 
 from __future__ import annotations
@@ -52,8 +54,11 @@ class HFRuntime:
         dtype: str = "float32",
         quantization: str = "none",
         batch_size: int = 64,
+        adapter_kind: str = "lora",
     ):
         self.base, self.adapter_dir, self.adapter_sha256 = base, adapter_dir, adapter_sha256
+        self.adapter_kind = adapter_kind
+        self._swap = None  # the candidate's tensors when the adapter is a delta or full weights
         self.device_name, self.dtype_name, self.batch_size = device, dtype, batch_size
         self.quantization = quantization
         self._model = None
@@ -107,8 +112,15 @@ class HFRuntime:
     def _load(self):
         from gatekeeper.modeling import load_base_model
 
+        if self.adapter_kind != "lora" and self.quantization != "none":
+            raise RuntimeLoadError(f"a {self.adapter_kind} adapter replaces full-precision weights; "
+                                   f"it cannot be served over a {self.quantization} base")
         model = load_base_model(self.base.path, dtype=self.dtype_name, quantization=self.quantization, device=self.device_name)
-        if self.adapter_dir is not None:
+        if self.adapter_dir is not None and self.adapter_kind != "lora":
+            from gatekeeper.delta import WeightSwap
+
+            self._swap = WeightSwap(model, self.adapter_dir, self.adapter_kind, self.base.sha256)
+        elif self.adapter_dir is not None:
             model = load_adapter(model, self.adapter_dir)
         return model.eval()
 
@@ -116,10 +128,14 @@ class HFRuntime:
         """Context manager that puts the model on the requested side."""
         import contextlib
 
+        model = self.model  # loading decides whether there is a weight swap
+        if self._swap is not None and side in ("adapter", "base"):
+            # the model holds the base's weights between calls; the candidate's only inside the block
+            return self._swap.applied() if side == "adapter" else contextlib.nullcontext()
         if side == "adapter":
             return contextlib.nullcontext()
         if side == "base":
-            return self.model.disable_adapter() if self.adapter_dir is not None else contextlib.nullcontext()
+            return model.disable_adapter() if self.adapter_dir is not None else contextlib.nullcontext()
         raise ValueError(f"side {side!r} is not served by this runtime")
 
     # -- requests -----------------------------------------------------------

@@ -122,3 +122,68 @@ def curve(val: list[list[float]], train: list[list[float]] | None = None, width:
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+PANEL_STYLE = (
+    "text{font:11px sans-serif;fill:#333}.axis{stroke:#999}.grid{stroke:#eee}"
+    ".line{stroke:#2563eb;stroke-width:2;fill:none}.dot{fill:#2563eb}"
+)
+
+
+def panels(series: list[tuple[str, list[tuple[float, float | None]]]], x_label: str = "rank",
+           width: int = 260, height: int = 170, standalone: bool = False) -> Markup:
+    """Small multiples, one panel per named series of (x, y), side by side on a shared log2 x axis.
+
+    Each panel has its own y scale: the series (accuracy, loss, bytes) share no unit.
+    A missing y leaves a gap. ``standalone`` makes a file a browser opens on its own.
+    """
+    xs = sorted({x for _, points in series for x, _ in points})
+    if not xs:
+        return EMPTY
+    import math
+
+    left, right, top, bottom = 52, 14, 22, 30
+    lx = [math.log2(x) for x in xs]
+
+    def sx(v: float) -> float:
+        return left + (math.log2(v) - lx[0]) / ((lx[-1] - lx[0]) or 1) * (width - left - right)
+
+    def scale(lo: float, hi: float):
+        return lambda v: top + (hi - v) / ((hi - lo) or 1) * (height - top - bottom)
+
+    body = [f"<style>{PANEL_STYLE}</style>"] if standalone else []
+    for k, (name, points) in enumerate(series):
+        ox = k * width
+        ys = [y for _, y in points if y is not None]
+        y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
+        sy = scale(y0, y1)
+        body.append(f'<g transform="translate({ox},0)"><text x="{left}" y="14">{escape(name)}</text>')
+        for value in (y0, y1) if y1 != y0 else (y0,):
+            body.append(f'<line class="grid" x1="{left}" y1="{sy(value):.1f}" x2="{width - right}" y2="{sy(value):.1f}"/>')
+            body.append(f'<text x="{left - 4}" y="{sy(value) + 4:.1f}" text-anchor="end">{_short(value)}</text>')
+        body.append(f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}"/>')
+        for x in xs:
+            body.append(f'<text x="{sx(x):.1f}" y="{height - bottom + 14}" text-anchor="middle">{x:g}</text>')
+        body.append(f'<text x="{(left + width - right) / 2:.1f}" y="{height - 2}" text-anchor="middle">{escape(x_label)}</text>')
+        run: list[str] = []
+        for x, y in sorted(points) + [(None, None)]:  # a trailing gap flushes the last run
+            if y is None:
+                if len(run) >= 2:
+                    body.append(f'<polyline class="line" points="{" ".join(run)}"/>')
+                run = []
+                continue
+            run.append(f"{sx(x):.1f},{sy(y):.1f}")
+            body.append(f'<circle class="dot" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3"><title>{escape(name)} at {x_label} {x:g}: {_short(y)}</title></circle>')
+        body.append("</g>")
+    label = f"{', '.join(name for name, _ in series)} by {x_label}"
+    svg = _svg("panels", width * len(series), height, label, body)
+    # str() first: Markup.replace would escape the attribute it inserts
+    return Markup(str(svg).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)) if standalone else svg
+
+
+def _short(value: float) -> str:
+    """Four significant digits, thousands as k/M, so axis labels stay narrow."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:.4g}"

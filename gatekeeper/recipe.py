@@ -46,6 +46,22 @@ class RehearsalSettings(_Doc):
     max_new_tokens: int = Field(48, gt=0)
 
 
+class GaloreSettings(_Doc):
+    """GaLore: full-parameter training whose optimizer state lives in a low-rank projection of each gradient."""
+
+    rank: int = Field(16, gt=0)
+    """Rank of the gradient projection; Adam's moments for a (m, n) matrix are (max(m, n), rank)."""
+    update_proj_gap: int = Field(50, gt=0)
+    """Steps between recomputing the projection (an SVD of the gradient). The paper's 200 suits
+    pre-training runs of thousands of steps; a short fine-tune would keep its first subspace."""
+    scale: float = Field(0.25, gt=0)
+    """Multiplies the projected-back update; the projected weights step at ``learning_rate * scale``."""
+    proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
+    target_modules: str | list[str] = "all-linear"
+    """Linear layers whose weight matrices get GaLore: ``all-linear`` (attention and MLP, not the
+    output head) or a list of module names. Norms and biases train with plain AdamW; embeddings stay frozen."""
+
+
 class DataSettings(_Doc):
     train: str
     validation: str
@@ -82,6 +98,8 @@ class TrainingSettings(_Doc):
     seed: int = 0
     max_seq_len: int = Field(256, gt=8)
     max_grad_norm: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(10, gt=0)
+    """Save a resumable checkpoint (``gatekeeper train --resume``) every this many steps."""
 
     @model_validator(mode="after")
     def _length(self):
@@ -103,9 +121,13 @@ class Recipe(_Doc):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Candidates are written to ``<output_dir>/v<N>``."""
     base: str = DEFAULT_BASE
-    method: Literal["lora", "qlora", "dora"] = "lora"
-    """lora: peft LoRA; qlora: LoRA over a frozen 4-bit NF4 base (bitsandbytes); dora: weight-decomposed LoRA."""
-    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
+    method: Literal["lora", "qlora", "dora", "galore"] = "lora"
+    """lora: peft LoRA; qlora: LoRA over a frozen 4-bit NF4 base (bitsandbytes); dora: weight-decomposed LoRA;
+    galore: every linear weight trains, with low-rank optimizer state (the bundle stores trained - base)."""
+    adapter: AdapterSettings | None = None
+    """LoRA settings (lora, qlora, dora); defaults apply when the section is left out."""
+    galore: GaloreSettings | None = None
+    """GaLore settings (method galore); defaults apply when the section is left out."""
     data: DataSettings
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     selection: Selection = Field(default_factory=Selection)
@@ -114,6 +136,26 @@ class Recipe(_Doc):
     serving: Serving = Field(default_factory=Serving)
     output_dir: str | None = None
     """Where versions go; defaults to the recipe's own directory."""
+
+    @model_validator(mode="after")
+    def _method_settings(self):
+        # A section that the method ignores is a mistake worth a message, not a silent no-op.
+        if self.method == "galore":
+            if self.adapter is not None:
+                raise ValueError("'adapter' holds LoRA settings, which method galore does not use; use 'galore'")
+            if self.galore is None:
+                self.galore = GaloreSettings()
+        else:
+            if self.galore is not None:
+                raise ValueError(f"'galore' settings are given but method is {self.method!r}")
+            if self.adapter is None:
+                self.adapter = AdapterSettings()
+        return self
+
+    @property
+    def rank(self) -> int:
+        """The rank a sweep varies: LoRA's r, or GaLore's projection rank."""
+        return self.galore.rank if self.method == "galore" else self.adapter.r
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
@@ -135,5 +177,7 @@ def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
         where = ".".join(str(p) for p in problem["loc"])
         if problem["type"] == "extra_forbidden":
             raise RecipeError(f"{path}: unknown key {where!r}") from None
+        if not where:  # a rule across fields names them itself
+            raise RecipeError(f"{path}: {problem['msg'].removeprefix('Value error, ')}") from None
         raise RecipeError(f"{path}: field {where!r}: {problem['msg']}") from None
     return recipe, path.parent.resolve()

@@ -31,6 +31,9 @@ ENTRY_POINT_GROUP = "gatekeeper.gates"
 class Gate(Protocol):
     name: ClassVar[str]
     sides: ClassVar[tuple[Side, ...]]
+    # Optional, and so not part of the protocol's isinstance check: ``adapter_kinds``, the
+    # bundle adapter kinds (lora, delta, full) the gate can judge. On any other kind the
+    # engine reports the gate as not applicable instead of asking it (engine.applies).
 
     def requests(self, ctx: GateContext) -> list[Request]:
         """What the gate needs answered, on every side in ``sides``."""

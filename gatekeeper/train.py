@@ -1,8 +1,8 @@
-"""The built-in trainer: LoRA on a base, loss on answer tokens, best validation checkpoint kept.
+"""The built-in trainer: LoRA (or GaLore) on a base, loss on answer tokens, best validation checkpoint kept.
 
 One loop that reads top to bottom: warm-up and cosine schedule, gradient
-accumulation, clipping, periodic validation, and selection of the adapter
-weights at the validation-loss minimum.
+accumulation, clipping, periodic validation, resumable checkpoints, and
+selection of the trained weights at the validation-loss minimum.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ class StepInfo:
 
 @dataclass
 class TrainResult:
-    model: object  # the peft model, best weights loaded
+    model: object  # the peft model (or, for galore, the base model itself), best weights loaded
     tokenizer: object
     base: ResolvedBase
     record: dict = field(default_factory=dict)
+    trained: list[str] = field(default_factory=list)
+    """Names of the parameters that trained: what a full-weight method's delta is taken over."""
 
 
 def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
@@ -44,32 +46,6 @@ def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> 
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def build_peft_model(base_model, recipe: Recipe):
-    from peft import LoraConfig, get_peft_model
-
-    settings = recipe.adapter
-    config = LoraConfig(
-        use_dora=recipe.method == "dora",
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        use_rslora=settings.use_rslora,
-        task_type="CAUSAL_LM",
-    )
-    try:
-        return get_peft_model(base_model, config)
-    except ValueError as exc:
-        if "not found" not in str(exc) and "match" not in str(exc):
-            raise
-        import torch
-
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in base_model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise RecipeError(
-            f"target_modules {settings.target_modules!r} match no layer of the base; its linear modules are: {', '.join(linear)}"
-        ) from None
 
 
 def _validation_loss(model, batches) -> float:
@@ -88,11 +64,22 @@ def _validation_loss(model, batches) -> float:
     return total / max(1, count)
 
 
-def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
+def train(
+    recipe: Recipe,
+    root: Path,
+    on_step: Callable[[StepInfo], None] | None = None,
+    *,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train per the recipe. With ``checkpoints`` (a work directory) a checkpoint is saved every
+    ``checkpoint_every`` steps; ``resume`` continues from the latest one there."""
     import torch
 
+    from gatekeeper import checkpoint
     from gatekeeper.hf_runtime import load_tokenizer
-    from gatekeeper.modeling import keep_4bit_layers_differentiable, load_base_model, pick_device, target_logprobs
+    from gatekeeper.methods import build_trainable
+    from gatekeeper.modeling import pick_device, target_logprobs
 
     settings = recipe.training
     data = recipe.data
@@ -109,34 +96,31 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
     val_set = encode(val_items, tokenizer, data.prompt)
     check_lengths(train_set, settings.max_seq_len, root / data.train)
     check_lengths(val_set, settings.max_seq_len, root / data.validation)
+    if resume and checkpoints is None:
+        raise RecipeError("resuming needs a checkpoint directory")
+    fingerprint = checkpoint.run_fingerprint(recipe, base, root)
+    resumed = checkpoint.load(checkpoints, fingerprint) if resume else None
 
     torch.manual_seed(settings.seed)
     device = pick_device(recipe.serving.device)
-    quantization = "nf4" if recipe.method == "qlora" else "none"
-    model = load_base_model(base.path, dtype="float32", quantization=quantization, device=recipe.serving.device)
-    if quantization == "nf4":
-        from peft import prepare_model_for_kbit_training
-
-        # frozen 4-bit base; norms and embeddings kept in full precision for stable training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        keep_4bit_layers_differentiable(model)
+    model, trainable, optimizer = build_trainable(recipe, base)
     rehearsal, rehearsal_record = [], None
     if data.rehearsal is not None:
+        import contextlib
+
         from gatekeeper.rehearsal import base_answers
 
-        # answered by the base before any adapter exists
+        # answered by the base itself: the adapter switched off (galore has not moved a weight yet)
         model.eval()
-        wanted = (settings.max_steps or 10**6) * settings.grad_accum * data.rehearsal.per_batch
-        rehearsal, rehearsal_record = base_answers(model, tokenizer, root / data.rehearsal.prompts, wanted,
-                                             data.rehearsal.max_new_tokens, settings.seed)
+        with model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext():
+            wanted = (settings.max_steps or 10**6) * settings.grad_accum * data.rehearsal.per_batch
+            rehearsal, rehearsal_record = base_answers(model, tokenizer, root / data.rehearsal.prompts, wanted,
+                                                       data.rehearsal.max_new_tokens, settings.seed)
+        model.train()
         check_lengths(rehearsal, settings.max_seq_len, root / data.rehearsal.prompts)
-    model = build_peft_model(model, recipe)
-    model.train()
 
     per_epoch = math.ceil(len(train_set) / (settings.batch_size * settings.grad_accum))
     total_steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     order_gen = torch.Generator().manual_seed(settings.seed)
     pad_id = tokenizer.pad_token_id
     val_batches = [
@@ -144,23 +128,51 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
         for i in range(0, len(val_set), settings.batch_size)
     ]
 
-    def examples(pool):
-        """An endless stream of examples, reshuffled each epoch with the seeded generator."""
+    def examples(pool, generator, skip: int = 0):
+        """An endless stream of examples, reshuffled each epoch with the seeded generator.
+
+        A resumed run skips what was consumed, replaying the permutations, so the
+        generator and the order continue exactly where the interrupted run stopped.
+        """
         while True:
-            for index in torch.randperm(len(pool), generator=order_gen).tolist():
+            for index in torch.randperm(len(pool), generator=generator).tolist():
+                if skip:
+                    skip -= 1
+                    continue
                 yield pool[index]
 
-    stream = examples(train_set)
-    rehearsal_stream = examples(rehearsal) if rehearsal else None
-    val_curve: list[list[float]] = []
-    train_curve: list[list[float]] = []
-    # Step 0 is the untrained adapter (LoRA's B starts at zero): the curve shows
-    # the base's loss, and a run that never improves on it selects it honestly.
-    initial = _validation_loss(model, val_batches)
-    val_curve.append([0, round(initial, 6)])
-    best = (initial, 0, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    def snapshot() -> dict:
+        return {n: p.detach().clone() for n, p in trainable.items()}
+
+    if resumed is None:
+        if checkpoints is not None:
+            checkpoint.discard(checkpoints)  # a fresh run never resumes someone else's leftovers
+        # Step 0 is the untrained adapter (LoRA's B starts at zero): the curve shows
+        # the base's loss, and a run that never improves on it selects it honestly.
+        initial = _validation_loss(model, val_batches)
+        val_curve: list[list[float]] = [[0, round(initial, 6)]]
+        train_curve: list[list[float]] = []
+        best = (initial, 0, snapshot())
+        start, consumed, elapsed = 0, 0, 0.0
+    else:
+        state = resumed.state
+        with torch.no_grad():
+            for name, param in trainable.items():
+                param.copy_(resumed.weights[name])
+        checkpoint.restore_optimizer(optimizer, trainable, resumed.optimizer, state["optimizer"])
+        checkpoint.restore_rng(resumed.rng)
+        val_curve, train_curve = state["val_curve"], state["train_curve"]
+        best_weights = resumed.best if resumed.best is not None else snapshot()
+        best = (state["best_val_loss"], state["best_step"], best_weights)
+        start, consumed, elapsed = state["step"], state["examples_consumed"], state["elapsed_seconds"]
+
+    stream = examples(train_set, order_gen, consumed)
+    rehearsal_stream = None
+    if rehearsal:  # its own generator, so it cannot shift the task order; replayed the same way on resume
+        per_row = data.rehearsal.per_batch / settings.batch_size
+        rehearsal_stream = examples(rehearsal, torch.Generator().manual_seed(settings.seed + 1), int(consumed * per_row))
     started, wall0, tokens_seen = time.time(), time.perf_counter(), 0
-    for step in range(total_steps):
+    for step in range(start, total_steps):
         lr = lr_at(step, settings.learning_rate, settings.warmup_steps, total_steps, settings.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -178,7 +190,8 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
             loss = -torch.cat(chosen).mean() / settings.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+            consumed += len(batch)
+        torch.nn.utils.clip_grad_norm_(list(trainable.values()), settings.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         train_curve.append([step + 1, round(step_loss, 6)])
@@ -187,18 +200,28 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
             val_loss = _validation_loss(model, val_batches)
             val_curve.append([step + 1, round(val_loss, 6)])
             if val_loss < best[0] or recipe.selection.select_on == "last":
-                weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-                best = (val_loss, step + 1, weights)
+                best = (val_loss, step + 1, snapshot())
+        # No checkpoint after the last step: the candidate is written right after it.
+        if checkpoints is not None and (step + 1) % settings.checkpoint_every == 0 and step + 1 < total_steps:
+            checkpoint.save(checkpoints, step=step + 1, params=trainable, optimizer=optimizer,
+                            best=None if best[1] == step + 1 else best[2], state={
+                                "fingerprint": fingerprint, "examples_consumed": consumed,
+                                "val_curve": val_curve, "train_curve": train_curve,
+                                "best_step": best[1], "best_val_loss": best[0],
+                                "elapsed_seconds": elapsed + time.perf_counter() - wall0,
+                            })
         if on_step:
             rate = tokens_seen / max(1e-9, time.perf_counter() - wall0)
             on_step(StepInfo(step + 1, total_steps, step_loss, rate, val_loss))
 
+    from gatekeeper.galore import optimizer_state_bytes
+
+    state_bytes = optimizer_state_bytes(optimizer)
     with torch.no_grad():  # restore the selected checkpoint
-        params = dict(model.named_parameters())
         for name, value in best[2].items():
-            params[name].copy_(value)
+            trainable[name].copy_(value)
     model.eval()
-    wall = time.perf_counter() - wall0
+    session = time.perf_counter() - wall0
     record = {
         "method": recipe.method,
         "base": recipe.base,
@@ -215,10 +238,14 @@ def train(recipe: Recipe, root: Path, on_step: Callable[[StepInfo], None] | None
         "device": device.type,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "wall_seconds": round(wall, 2),
-        "tokens_per_second": round(tokens_seen / max(wall, 1e-9), 1),
+        "wall_seconds": round(elapsed + session, 2),
+        "tokens_per_second": round(tokens_seen / max(session, 1e-9), 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "trainable_parameters": sum(p.numel() for p in trainable.values()),
+        "optimizer_state_bytes": state_bytes,
     }
+    if resumed is not None:
+        record["resumed_from_step"] = start
     if device.type == "cuda":
         record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return TrainResult(model, tokenizer, base, record)
+    return TrainResult(model, tokenizer, base, record, trained=sorted(trainable))

@@ -1,0 +1,66 @@
+"""What trains under which optimizer, per method.
+
+lora, dora and qlora wrap the base with a peft adapter (qlora over a frozen
+4-bit base) and train the adapter with AdamW; galore trains the base's own
+linear weights with GaLoreAdamW (see ``galore.py``).
+"""
+
+from __future__ import annotations
+
+from gatekeeper.basemodel import ResolvedBase
+from gatekeeper.errors import RecipeError
+from gatekeeper.recipe import Recipe
+
+
+def build_peft_model(base_model, recipe: Recipe):
+    from peft import LoraConfig, get_peft_model
+
+    settings = recipe.adapter
+    config = LoraConfig(
+        use_dora=recipe.method == "dora",
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        use_rslora=settings.use_rslora,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(base_model, config)
+    except ValueError as exc:
+        if "not found" not in str(exc) and "match" not in str(exc):
+            raise
+        import torch
+
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in base_model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise RecipeError(
+            f"target_modules {settings.target_modules!r} match no layer of the base; its linear modules are: {', '.join(linear)}"
+        ) from None
+
+
+def build_trainable(recipe: Recipe, base: ResolvedBase):
+    """The model to train, its trainable parameters by name, and their optimizer."""
+    import torch
+
+    from gatekeeper.modeling import keep_4bit_layers_differentiable, load_base_model
+
+    settings = recipe.training
+    quantization = "nf4" if recipe.method == "qlora" else "none"
+    model = load_base_model(base.path, dtype="float32", quantization=quantization, device=recipe.serving.device)
+    if recipe.method == "galore":
+        from gatekeeper.galore import build_optimizer, split_parameters
+
+        projected, plain = split_parameters(model, recipe.galore)
+        model.train()
+        return model, projected | plain, build_optimizer(projected, plain, recipe.galore, settings)
+    if quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        # frozen 4-bit base; norms and embeddings kept in full precision for stable training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        keep_4bit_layers_differentiable(model)
+    model = build_peft_model(model, recipe)
+    model.train()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(list(trainable.values()), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    return model, trainable, optimizer
