@@ -52,6 +52,7 @@ class LatencyMemory:
     """p95 latency, time to first token, tokens/s and peak memory of base, adapter and merged model within budget."""
 
     sides = SIDES
+    adapter_kinds = ("lora",)  # its merged side is a peft merge; a delta candidate serves merged already
 
     def __init__(
         self,

@@ -94,6 +94,7 @@ class MergeEquivalence:
     """The merged model's greedy outputs and next-token distributions match the unmerged adapter's."""
 
     sides = ("merged",)
+    adapter_kinds = ("lora",)  # a delta or full-weight candidate has no separate adapter to merge
 
     def __init__(
         self,
