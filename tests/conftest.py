@@ -258,7 +258,7 @@ def _ranked_candidate(workdir: Path, rank: int, tiny_base: Path, tiny_task: Path
     return bundle
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
     """Run torch on one thread: tiny models gain nothing from two, and on a busy
     2-core machine OpenMP threads spinning against other work make each forward

@@ -29,15 +29,7 @@ METHODS = {
 WEIGHTS = {"lora": "adapter_model.safetensors", "galore": "delta.safetensors"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices gain nothing from a second thread, and on a busy CPU spinning threads cost seconds."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # before the module's training fixtures
 
 
 class Stop(KeyboardInterrupt):

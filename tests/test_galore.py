@@ -14,15 +14,7 @@ RANK = 4
 GALORE = {"rank": RANK, "update_proj_gap": 2, "scale": 1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices gain nothing from a second thread, and on a busy CPU spinning threads cost seconds."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # before the module's training fixtures
 
 
 @pytest.fixture(scope="module")

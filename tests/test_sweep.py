@@ -17,15 +17,7 @@ GATES = [{"name": "json_parse", "params": {"min_rate": 0.0}},
          {"name": "task_accuracy", "params": {"min_delta": -1.0, "require_significant": False}}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices gain nothing from a second thread, and on a busy CPU spinning threads cost seconds."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # before the module's training fixtures
 
 
 def test_sweep_writes_a_checked_bundle_per_rank_a_table_and_a_plot(tmp_path, tiny_base, tiny_task, capsys):
