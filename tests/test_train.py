@@ -235,3 +235,41 @@ def test_rehearsal_pool_travels_with_the_bundle(tmp_path, tiny_base, tiny_task):
     loaded = load_bundle(bundle)
     assert [i.input for i in loaded.golden["rehearsal"]] == OTHER_REQUESTS[:16]
     assert "rehearsal.jsonl" in json.loads((bundle / "training.json").read_text())["corpus_sha256"]
+
+
+def test_shared_prefix_scoring_equals_the_plain_forward_with_gradients(tiny_base, tiny_task):
+    """Running the common prompt prefix once must give the same log-probs and gradients as running every row."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    import gatekeeper.modeling as modeling
+    from gatekeeper.bundle import PromptTemplate
+    from gatekeeper.data import encode
+    from gatekeeper.goldens import load_jsonl
+    from gatekeeper.hf_runtime import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_base)
+    rows = encode(load_jsonl(tiny_task / "train.jsonl")[:6], tokenizer, PromptTemplate(user=PROMPT_USER))
+    ids, mask, labels = collate(rows, tokenizer.pad_token_id)
+    assert modeling.shared_prefix(ids, labels) >= modeling.MIN_SHARED_PREFIX
+    torch.manual_seed(0)
+    model = get_peft_model(modeling.load_base_model(tiny_base, device="cpu"),
+                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"))
+    results = []
+    for share in (True, False):
+        model.zero_grad()
+        original = modeling.shared_prefix
+        if not share:
+            modeling.shared_prefix = lambda ids, labels: 0
+        try:
+            chosen, _, owner = modeling.target_logprobs(model, ids, mask, labels)
+        finally:
+            modeling.shared_prefix = original
+        (-chosen.mean()).backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        results.append((chosen.detach(), owner, grads))
+    (shared, owner_s, grads_s), (plain, owner_p, grads_p) = results
+    assert torch.equal(owner_s, owner_p)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_s, grads_p):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
