@@ -84,12 +84,6 @@ def target_logprobs(causal_lm, input_ids, attention_mask, labels):
     return chosen, logits.argmax(-1) == wanted, rows[0]
 
 
-def answer_loss(causal_lm, input_ids, attention_mask, labels):
-    """Mean cross-entropy over answer tokens only."""
-    chosen, _, _ = target_logprobs(causal_lm, input_ids, attention_mask, labels)
-    return -chosen.mean()
-
-
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

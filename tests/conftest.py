@@ -173,6 +173,19 @@ def write_recipe(directory: Path, base_dir: Path, task: Path, **overrides) -> Pa
     return path
 
 
+def two_tiny_versions(tmp_path: Path, tiny_base: Path, tiny_task: Path) -> tuple[Path, Path, Path]:
+    """adapters/tiny/v1 and v2 from one short run, laid out as `gatekeeper train` writes them, and the registry path."""
+    from gatekeeper.candidates import write_candidate
+    from gatekeeper.recipe import load_recipe
+    from gatekeeper.train import train
+
+    recipe, root = load_recipe(write_recipe(tmp_path / "adapters" / "tiny", tiny_base, tiny_task,
+                                            training={"max_steps": 2, "eval_every": 2}))
+    result = train(recipe, root)
+    v1, v2 = write_candidate(result, recipe, root), write_candidate(result, recipe, root)
+    return v1, v2, tmp_path / "adapters" / "registry.sqlite"
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_base, tiny_task) -> Path:
     """A candidate trained for a few steps on the tiny model: a real, valid bundle."""
@@ -200,7 +213,15 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 
 def fake_bundle(golden: dict[str, list[dict]]):
     """An in-memory bundle for gate logic on a fake runtime: no files, no model."""
-    from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, FileRef, LoadedBundle, PromptTemplate, TaskSpec
+    from gatekeeper.bundle import (
+        AdapterRef,
+        BaseRef,
+        Bundle,
+        FileRef,
+        LoadedBundle,
+        PromptTemplate,
+        TaskSpec,
+    )
     from gatekeeper.goldens import Contract, GoldenItem
 
     ref = FileRef(path="x", sha256="0" * 64)

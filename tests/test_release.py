@@ -7,21 +7,14 @@ import sys
 
 import pytest
 
-from gatekeeper.candidates import write_candidate
 from gatekeeper.cli import main
-from gatekeeper.recipe import load_recipe
-from gatekeeper.train import train
-from tests.conftest import edit_manifest, write_recipe
+from tests.conftest import edit_manifest, two_tiny_versions
 
 
 @pytest.fixture
 def two_versions(tmp_path, tiny_base, tiny_task):
     """adapters/tiny/v1 and v2, the way `gatekeeper train` lays them out."""
-    recipe, root = load_recipe(write_recipe(tmp_path / "adapters" / "tiny", tiny_base, tiny_task,
-                                            training={"max_steps": 2, "eval_every": 2}))
-    result = train(recipe, root)
-    v1, v2 = write_candidate(result, recipe, root), write_candidate(result, recipe, root)
-    return v1, v2, tmp_path / "adapters" / "registry.sqlite"
+    return two_tiny_versions(tmp_path, tiny_base, tiny_task)
 
 
 def _run(capsys, *argv):

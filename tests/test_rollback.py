@@ -5,12 +5,9 @@ import sqlite3
 
 import pytest
 
-from gatekeeper.candidates import write_candidate
 from gatekeeper.cli import main
 from gatekeeper.hashing import sha256_file
-from gatekeeper.recipe import load_recipe
-from gatekeeper.train import train
-from tests.conftest import edit_manifest, write_recipe
+from tests.conftest import edit_manifest, two_tiny_versions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,13 +15,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def versions(tmp_path, tiny_base, tiny_task):
     """adapters/tiny/v1 (checked, so it has a replay record) and v2, a candidate gated on rollback."""
-    recipe, root = load_recipe(write_recipe(tmp_path / "adapters" / "tiny", tiny_base, tiny_task,
-                                            training={"max_steps": 2, "eval_every": 2}))
-    result = train(recipe, root)
-    v1, v2 = write_candidate(result, recipe, root), write_candidate(result, recipe, root)
+    v1, v2, registry = two_tiny_versions(tmp_path, tiny_base, tiny_task)
     assert main(["check", str(v1), "--out", str(tmp_path / "reports" / "v1"), "-q"]) == 0
     edit_manifest(v2, lambda d: d.update(gates=[{"name": "rollback"}]))
-    return v1, v2, tmp_path / "adapters" / "registry.sqlite"
+    return v1, v2, registry
 
 
 def _check(v2, out):
