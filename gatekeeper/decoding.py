@@ -11,6 +11,10 @@ Three savings, none of which changes what greedy decoding picks:
   dropped from the batch and its cache.
 - **No full-vocabulary logits for the prompt.** Only the last position of the
   prompt is projected through the output layer.
+- **No copying the cache.** transformers' dynamic cache concatenates each
+  step's keys and values onto the whole cache, which copies it every step
+  (more than half of a decoding step on a CPU at batch 64). Here each layer
+  writes into room reserved for the prompt and every new token.
 
 Rows are laid out ``[shared prefix][padding][own suffix]``: the padding is
 masked out and position ids count only real tokens, so every row sees exactly
@@ -20,6 +24,9 @@ the positions and context it would see alone.
 from __future__ import annotations
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from gatekeeper.modeling import decoder_and_head
 
 
 def common_prefix_length(rows: list[list[int]]) -> int:
@@ -31,27 +38,74 @@ def common_prefix_length(rows: list[list[int]]) -> int:
     return n
 
 
+class _ReservedLayer(DynamicLayer):
+    """A dynamic cache layer that writes into reserved room instead of concatenating.
+
+    ``keys`` and ``values`` stay views of the filled part, so everything that
+    reads a ``DynamicLayer`` (lengths, masks) works unchanged.
+    """
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room, self.filled = room, 0
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            shape = (*key_states.shape[:2], max(self.room, key_states.shape[-2]), key_states.shape[-1])
+            self._keys = key_states.new_empty(shape)
+            self._values = value_states.new_empty(shape[:-1] + value_states.shape[-1:])
+        end = self.filled + key_states.shape[-2]
+        if end > self._keys.shape[-2]:  # more than reserved: grow, as the dynamic cache would
+            grow = lambda t: torch.cat([t, t.new_empty((*t.shape[:2], end, t.shape[-1]))], dim=-2)  # noqa: E731
+            self._keys, self._values = grow(self._keys), grow(self._values)
+        self._keys[..., self.filled : end, :] = key_states
+        self._values[..., self.filled : end, :] = value_states
+        self.filled = end
+        self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]
+        return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.filled:
+            self._keys = self._keys.repeat_interleave(repeats, dim=0)
+            self._values = self._values.repeat_interleave(repeats, dim=0)
+            self.keys, self.values = self._keys[..., : self.filled, :], self._values[..., : self.filled, :]
+
+    def batch_select_indices(self, indices) -> None:
+        if self.filled:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self.keys, self.values = self._keys[..., : self.filled, :], self._values[..., : self.filled, :]
+
+
+def reserved_cache(config, room: int):
+    """A cache whose plain (full-attention) layers reserve ``room`` positions; other layer kinds stay stock."""
+    cache = DynamicCache(config=config)
+    cache.layers = [_ReservedLayer(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
 def _forward(model, ids, mask, positions, cache):
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    return out.logits[:, -1].argmax(-1), out.past_key_values
+    # The body, then the output layer on each row's last position as a 2-D product: with
+    # ``logits_to_keep`` a bfloat16 CPU matmul broadcasts the (576 x 49k) head to every row first.
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    return head(hidden.last_hidden_state[:, -1]).argmax(-1), cache
 
 
 @torch.inference_mode()
 def greedy_batch(model, rows: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int) -> list[list[int]]:
     """Greedy continuations of ``rows`` (token ids), each ending before its first stop token."""
-    from transformers import DynamicCache
-
     device = model.device
     batch = len(rows)
     shared = common_prefix_length(rows)
-    cache = DynamicCache(config=model.config)
+    width = max(len(r) - shared for r in rows)
+    cache = reserved_cache(model.config, shared + width + max_new_tokens)
     if shared:
         prefix = torch.tensor([rows[0][:shared]], device=device)
         _, cache = _forward(model, prefix, torch.ones_like(prefix), torch.arange(shared, device=device)[None], cache)
         cache.batch_repeat_interleave(batch)
 
     tails = [r[shared:] for r in rows]
-    width = max(len(t) for t in tails)
     ids = torch.full((batch, width), pad_id, device=device)
     tail_mask = torch.zeros((batch, width), dtype=torch.long, device=device)
     for i, tail in enumerate(tails):  # left padding inside the suffix block

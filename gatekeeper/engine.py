@@ -38,6 +38,8 @@ class GateContext:
     """The runtime's serving profile (chat template, special and stop tokens), when it has one."""
     report_dir: Path | None = None
     """Where this check's reports go, for a gate that leaves an artifact beside them."""
+    dtype: str = "float32"
+    """The dtype the runtime really computes in (the bundle may say ``auto``)."""
 
     @property
     def contract(self) -> Contract:
@@ -116,7 +118,8 @@ def run_gates(
     report_dir: Path | None = None,
 ) -> list[GateResult]:
     profile = getattr(runtime, "profile", None)
-    ctx = GateContext(bundle, serving=profile() if profile else None, report_dir=report_dir)
+    ctx = GateContext(bundle, serving=profile() if profile else None, report_dir=report_dir,
+                      dtype=getattr(runtime, "dtype_name", "float32"))
     wanted, failed = collect_requests(ctx, gates)
     table: dict[tuple[Side, str], Any] = {}
     for side in sorted(wanted):

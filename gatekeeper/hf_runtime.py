@@ -59,7 +59,10 @@ class HFRuntime:
         self.base, self.adapter_dir, self.adapter_sha256 = base, adapter_dir, adapter_sha256
         self.adapter_kind = adapter_kind
         self._swap = None  # the candidate's tensors when the adapter is a delta or full weights
-        self.device_name, self.dtype_name, self.batch_size = device, dtype, batch_size
+        from gatekeeper.modeling import pick_device, resolve_dtype
+
+        # resolved now: the cache keys and the verdict name the dtype that really ran
+        self.device_name, self.dtype_name, self.batch_size = device, resolve_dtype(dtype, pick_device(device)), batch_size
         self.quantization = quantization
         self._model = None
         self._tokenizer = None
@@ -245,7 +248,8 @@ def load_adapter(model, adapter_dir: Path):
     if not (adapter_dir / "adapter_model.safetensors").is_file():
         raise RuntimeLoadError(f"adapter {adapter_dir} has no adapter_model.safetensors")
     try:
-        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+        # the adapter's weights in the serving dtype, as a bf16 server holds them (peft would upcast them to float32)
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False, autocast_adapter_dtype=False)
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeLoadError(f"adapter {adapter_dir} does not fit base: {first}") from None

@@ -38,15 +38,21 @@ def build_peft_model(base_model, recipe: Recipe):
         ) from None
 
 
-def build_trainable(recipe: Recipe, base: ResolvedBase):
-    """The model to train, its trainable parameters by name, and their optimizer."""
+def build_trainable(recipe: Recipe, base: ResolvedBase, precision: str = "float32"):
+    """The model to train, its trainable parameters by name, and their optimizer.
+
+    ``precision`` is the compute dtype. A frozen base is loaded in it (half the
+    memory in bfloat16); weights that train stay float32, as the optimizer's
+    updates are too small for bfloat16's 8-bit mantissa.
+    """
     import torch
 
     from gatekeeper.modeling import keep_4bit_layers_differentiable, load_base_model
 
     settings = recipe.training
     quantization = "nf4" if recipe.method == "qlora" else "none"
-    model = load_base_model(base.path, dtype="float32", quantization=quantization, device=recipe.serving.device)
+    frozen_dtype = "float32" if recipe.method == "galore" else precision  # qlora: the 4-bit layers' compute dtype
+    model = load_base_model(base.path, dtype=frozen_dtype, quantization=quantization, device=recipe.serving.device)
     if recipe.method == "galore":
         from gatekeeper.galore import build_optimizer, split_parameters
 

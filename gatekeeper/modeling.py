@@ -90,6 +90,37 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively here (faster than float32, not emulated).
+
+    CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX, where oneDNN runs
+    bf16 products at about twice float32's rate (SmolLM2's forward and backward
+    measured 2.5-3.5x faster on a 2-core AVX512-BF16 machine).
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU feature probes
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
+def resolve_dtype(requested: str, device: torch.device) -> str:
+    """``auto`` is bfloat16 where it runs natively and float32 elsewhere; any other name stands."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if has_fast_bf16(device) else "float32"
+
+
+def compute_precision(dtype: str, device: torch.device):
+    """Autocast to ``dtype`` for the products, or nothing for float32: master weights stay as they are."""
+    import contextlib
+
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
+
+
 def load_base_model(path, *, dtype: str = "float32", quantization: str = "none", device: str = "auto"):
     """The base as a causal LM: full precision, or frozen in 4-bit NF4 with double quantisation.
 

@@ -100,6 +100,10 @@ class TrainingSettings(_Doc):
     max_grad_norm: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(10, gt=0)
     """Save a resumable checkpoint (``gatekeeper train --resume``) every this many steps."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype of the forward and backward passes. ``bfloat16``: a frozen base is held in
+    bfloat16, trained weights (the adapter, or GaLore's full weights) stay float32 and products
+    run under autocast. ``auto``: bfloat16 where the device runs it natively, else float32."""
 
     @model_validator(mode="after")
     def _length(self):

@@ -181,6 +181,8 @@ class Runtime(Protocol):
 class FakeRuntime:
     """A runtime for unit tests: answers come from tables keyed by side and user text."""
 
+    dtype_name = "float32"  # what gates that judge numerics (merge_equivalence) assume it computes in
+
     def __init__(self, answers: dict[Side, Callable[[str], str]], name: str = "fake",
                  latency_ms: dict[Side, float] | None = None):
         self.answers = answers

@@ -40,6 +40,9 @@ class TrainResult:
     """Names of the parameters that trained: what a full-weight method's delta is taken over."""
 
 
+VALIDATION_BATCH = 32
+
+
 def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warm-up to ``peak``, then cosine decay to ``min_ratio * peak`` at ``total``."""
     if step < warmup:
@@ -79,7 +82,7 @@ def train(
     from gatekeeper import checkpoint
     from gatekeeper.hf_runtime import load_tokenizer
     from gatekeeper.methods import build_trainable
-    from gatekeeper.modeling import pick_device, target_logprobs
+    from gatekeeper.modeling import compute_precision, pick_device, resolve_dtype, target_logprobs
 
     settings = recipe.training
     data = recipe.data
@@ -103,7 +106,11 @@ def train(
 
     torch.manual_seed(settings.seed)
     device = pick_device(recipe.serving.device)
-    model, trainable, optimizer = build_trainable(recipe, base)
+    precision = resolve_dtype(settings.precision, device)
+    model, trainable, optimizer = build_trainable(recipe, base, precision)
+
+    def computing():
+        return compute_precision(precision, device)
     rehearsal, rehearsal_record = [], None
     if data.rehearsal is not None:
         import contextlib
@@ -112,7 +119,7 @@ def train(
 
         # answered by the base itself: the adapter switched off (galore has not moved a weight yet)
         model.eval()
-        with model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext():
+        with model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext(), computing():
             wanted = (settings.max_steps or 10**6) * settings.grad_accum * data.rehearsal.per_batch
             rehearsal, rehearsal_record = base_answers(model, tokenizer, root / data.rehearsal.prompts, wanted,
                                                        data.rehearsal.max_new_tokens, settings.seed)
@@ -123,9 +130,11 @@ def train(
     total_steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)
     order_gen = torch.Generator().manual_seed(settings.seed)
     pad_id = tokenizer.pad_token_id
+    # Validation keeps no activations for a backward pass, so it runs in larger batches.
+    val_batch = max(settings.batch_size, VALIDATION_BATCH)
     val_batches = [
-        tuple(t.to(device) for t in collate(val_set[i : i + settings.batch_size], pad_id))
-        for i in range(0, len(val_set), settings.batch_size)
+        tuple(t.to(device) for t in collate(val_set[i : i + val_batch], pad_id))
+        for i in range(0, len(val_set), val_batch)
     ]
 
     def examples(pool, generator, skip: int = 0):
@@ -149,7 +158,8 @@ def train(
             checkpoint.discard(checkpoints)  # a fresh run never resumes someone else's leftovers
         # Step 0 is the untrained adapter (LoRA's B starts at zero): the curve shows
         # the base's loss, and a run that never improves on it selects it honestly.
-        initial = _validation_loss(model, val_batches)
+        with computing():
+            initial = _validation_loss(model, val_batches)
         val_curve: list[list[float]] = [[0, round(initial, 6)]]
         train_curve: list[list[float]] = []
         best = (initial, 0, snapshot())
@@ -185,9 +195,10 @@ def train(
             chosen = []
             for group in groups:
                 ids, mask, labels = (t.to(device) for t in collate(group, pad_id))
-                chosen.append(target_logprobs(model, ids, mask, labels)[0])
+                with computing():
+                    chosen.append(target_logprobs(model, ids, mask, labels)[0])
                 tokens_seen += int(mask.sum())
-            loss = -torch.cat(chosen).mean() / settings.grad_accum
+            loss = -torch.cat(chosen).float().mean() / settings.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
             consumed += len(batch)
@@ -197,7 +208,8 @@ def train(
         train_curve.append([step + 1, round(step_loss, 6)])
         val_loss = None
         if (step + 1) % settings.eval_every == 0 or step + 1 == total_steps:
-            val_loss = _validation_loss(model, val_batches)
+            with computing():
+                val_loss = _validation_loss(model, val_batches)
             val_curve.append([step + 1, round(val_loss, 6)])
             if val_loss < best[0] or recipe.selection.select_on == "last":
                 best = (val_loss, step + 1, snapshot())
@@ -236,6 +248,7 @@ def train(
         "truncated": 0,
         **({"rehearsal": rehearsal_record} if rehearsal_record else {}),
         "device": device.type,
+        "precision": precision,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_seconds": round(elapsed + session, 2),

@@ -154,7 +154,7 @@ class MergeEquivalence:
     # -- evaluation -------------------------------------------------------------
     def _tolerance(self, ctx) -> tuple[Tolerance, str]:
         serving = ctx.bundle.manifest.serving
-        key = "nf4" if serving.quantization == "nf4" else serving.dtype
+        key = "nf4" if serving.quantization == "nf4" else ctx.dtype
         defaults = TOLERANCES[key]
         chosen = Tolerance(**{k: defaults.__dict__[k] if v is None else v for k, v in self.overrides.items()})
         overridden = sorted(k for k, v in self.overrides.items() if v is not None)

@@ -167,6 +167,9 @@ def write_recipe(directory: Path, base_dir: Path, task: Path, **overrides) -> Pa
     }
     for key, value in overrides.items():
         recipe[key] = value
+    # float32 unless a test asks otherwise: tiny runs then match on machines with and without native bfloat16
+    recipe["training"].setdefault("precision", "float32")
+    recipe["serving"].setdefault("dtype", "float32")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")

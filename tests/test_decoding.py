@@ -82,3 +82,36 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model_
     assert greedy_batch(model, rows, 16, {stop}, pad) == expected
 
 
+
+
+def test_reserved_cache_matches_the_dynamic_cache_and_grows_past_its_room(model_and_rows):
+    """Keys and values as transformers' own cache holds them, also beyond the reserved room and after rows leave."""
+    import torch
+    from transformers import DynamicCache
+
+    from gatekeeper.decoding import reserved_cache
+
+    model, _, _ = model_and_rows
+    stock, reserved = DynamicCache(config=model.config), reserved_cache(model.config, room=5)
+    torch.manual_seed(1)
+    for length in (3, 1, 4, 1):  # 9 positions in all, 4 past the room
+        key, value = torch.randn(3, 2, length, 8), torch.randn(3, 2, length, 8)
+        assert all(torch.equal(a, b) for a, b in zip(stock.update(key, value, 0), reserved.update(key, value, 0)))
+    for cache in (stock, reserved):
+        cache.batch_select_indices(torch.tensor([0, 2]))
+    assert reserved.get_seq_length() == stock.get_seq_length() == 9
+    assert torch.equal(reserved.layers[0].keys, stock.layers[0].keys)
+    assert torch.equal(reserved.layers[0].values, stock.layers[0].values)
+
+
+def test_bfloat16_greedy_equals_stock_generate_in_bfloat16(model_and_rows):
+    """The same savings in the dtype a bf16 server computes in (the output layer runs as its own 2-D product)."""
+    import copy
+
+    import torch
+
+    model, tokenizer, rows = model_and_rows
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    expected = [stock_generate(half, r, 12, stop, pad) for r in rows]
+    assert greedy_batch(half, rows, 12, {stop}, pad) == expected

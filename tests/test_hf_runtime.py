@@ -80,3 +80,29 @@ def test_token_counts_match_the_trainers_encoding_without_loading_weights(tiny_b
     assert counts == [len(e) for e in encode(items, fresh.tokenizer, prompt)]
     assert fresh.count_tokens("adapter", requests) == counts  # one tokenizer serves every side
     assert fresh._model is None  # the tokenizer alone answered
+
+
+def test_the_dtype_that_really_runs_keys_the_cache(tiny_bundle, tiny_base):
+    """``auto`` resolves before anything is cached: a bf16 answer is never served to a float32 check."""
+    import torch
+
+    from gatekeeper.modeling import has_fast_bf16
+
+    base = resolve_base(str(tiny_base))
+    auto = HFRuntime(base, None, None, device="cpu", dtype="auto")
+    assert auto.dtype_name == ("bfloat16" if has_fast_bf16(torch.device("cpu")) else "float32")
+    identities = {d: HFRuntime(base, None, None, device="cpu", dtype=d).identity("base") for d in ("float32", "bfloat16")}
+    assert identities["float32"]["dtype"] == "float32" and identities["bfloat16"]["dtype"] == "bfloat16"
+    assert {k: v for k, v in identities["float32"].items() if k != "dtype"} == \
+        {k: v for k, v in identities["bfloat16"].items() if k != "dtype"}
+
+
+def test_a_bfloat16_runtime_serves_the_adapter_in_bfloat16(tiny_bundle):
+    """As a bf16 server holds it: peft would otherwise upcast the adapter to float32 and run it apart."""
+    import torch
+
+    prepared = prepare(tiny_bundle)
+    served = HFRuntime(prepared.base, prepared.bundle.adapter_dir, "x", device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in served.model.parameters()} == {torch.bfloat16}
+    scored = {side: served.loglik(side, [LogLik(PROMPTS[0], " a fixed answer")])[0].logprob for side in ("base", "adapter")}
+    assert scored["adapter"] != scored["base"]  # the adapter still acts in bf16

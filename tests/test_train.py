@@ -143,6 +143,24 @@ def test_each_method_trains_and_checks_end_to_end(method, tmp_path, tiny_base, t
     assert main(["check", str(bundle), "--out", str(tmp_path / "r"), "-q"]) == 0
 
 
+def test_bfloat16_training_holds_the_base_in_bfloat16_and_trains_float32_weights(tmp_path, tiny_base, tiny_task):
+    """Mixed precision: products in bf16, the frozen base stored in bf16, the adapter's weights float32 throughout."""
+    import torch
+    from safetensors import safe_open
+
+    recipe, root = load_recipe(write_recipe(tmp_path / "bf16", tiny_base, tiny_task,
+                                            training={"max_steps": 6, "eval_every": 3, "precision": "bfloat16"}))
+    result = train(recipe, root)
+    assert result.record["precision"] == "bfloat16"
+    weights = dict(result.model.named_parameters())
+    assert {p.dtype for n, p in weights.items() if "lora_" in n} == {torch.float32}
+    assert {p.dtype for n, p in weights.items() if "lora_" not in n} == {torch.bfloat16}
+    assert result.record["best_val_loss"] < result.record["val_curve"][0][1]
+    bundle = write_candidate(result, recipe, root)
+    with safe_open(str(bundle / "adapter" / "adapter_model.safetensors"), "pt") as saved:
+        assert {saved.get_slice(k).get_dtype() for k in saved.keys()} == {"F32"}
+
+
 def test_qlora_gradients_still_reach_the_first_layer_after_validation(tiny_base):
     """Eval mode must not leave the 4-bit layers in bitsandbytes' inference-only layout."""
     import warnings
