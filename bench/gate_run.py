@@ -8,8 +8,10 @@ Three ways to get the greedy answers of base and adapter to the same prompts:
   left-padded batches, the base side inside ``disable_adapter()``;
 - gatekeeper: its runtime (shared prompt prefix, finished rows leave the batch).
 
-All decode greedily with the same token budget, so their outputs should agree;
-the script counts how many are identical to the tutorial's.
+All decode greedily with the same token budget in the dtype the bundle is
+served in (``auto``: bfloat16 on a CPU or GPU that runs it natively), the
+adapter held in that dtype too, so their outputs should agree; the script
+counts how many are identical to the tutorial's.
 
 Also times an unchanged re-check (all answers from the response cache)
 against the cold check.
@@ -41,7 +43,7 @@ def newest_bundle() -> Path:
     return root / f"v{versions[-1]}"
 
 
-def tutorial_way(prepared, requests) -> tuple[dict[str, list[str]], float]:
+def tutorial_way(prepared, requests, dtype: str) -> tuple[dict[str, list[str]], float]:
     """Two separate model loads, one prompt at a time: what a notebook usually does."""
     import torch
     from peft import PeftModel
@@ -53,9 +55,9 @@ def tutorial_way(prepared, requests) -> tuple[dict[str, list[str]], float]:
     tokenizer = load_tokenizer(prepared.base.path)
     outputs: dict[str, list[str]] = {}
     for side in ("base", "adapter"):
-        model = AutoModelForCausalLM.from_pretrained(prepared.base.path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(prepared.base.path, dtype=getattr(torch, dtype))
         if side == "adapter":
-            model = PeftModel.from_pretrained(model, prepared.bundle.adapter_dir)
+            model = PeftModel.from_pretrained(model, prepared.bundle.adapter_dir, autocast_adapter_dtype=False)
         model.eval()
         outputs[side] = []
         for request in requests:
@@ -68,7 +70,7 @@ def tutorial_way(prepared, requests) -> tuple[dict[str, list[str]], float]:
     return outputs, time.perf_counter() - started
 
 
-def stock_batched_way(prepared, requests, batch_size: int = 16) -> tuple[dict[str, list[str]], float]:
+def stock_batched_way(prepared, requests, dtype: str, batch_size: int = 16) -> tuple[dict[str, list[str]], float]:
     """One load, the adapter unmerged, ``generate`` on left-padded batches."""
     import contextlib
 
@@ -80,7 +82,7 @@ def stock_batched_way(prepared, requests, batch_size: int = 16) -> tuple[dict[st
     started = time.perf_counter()
     tokenizer = load_tokenizer(prepared.base.path)
     tokenizer.padding_side = "left"
-    model = load_adapter(load_base_model(prepared.base.path), prepared.bundle.adapter_dir).eval()
+    model = load_adapter(load_base_model(prepared.base.path, dtype=dtype), prepared.bundle.adapter_dir).eval()
     texts = [render(tokenizer, r.messages) for r in requests]
     outputs: dict[str, list[str]] = {}
     for side in ("adapter", "base"):
@@ -130,11 +132,13 @@ def main() -> None:
     prepared = prepare(bundle)
     ctx = GateContext(prepared.bundle)
     requests = [ctx.task_request(item) for item in ctx.golden("eval")[: args.limit]]
-    print(f"bundle {bundle}, {len(requests)} prompts, both sides, greedy, max_new_tokens={requests[0].max_new_tokens}")
+    dtype = prepared.runtime.dtype_name
+    print(f"bundle {bundle}, {len(requests)} prompts, both sides, greedy, max_new_tokens={requests[0].max_new_tokens}, "
+          f"{dtype}")
 
     fast, fast_s = gatekeeper_way(bundle, requests)
-    batched, batched_s = stock_batched_way(prepared, requests)
-    slow, slow_s = tutorial_way(prepared, requests)
+    batched, batched_s = stock_batched_way(prepared, requests, dtype)
+    slow, slow_s = tutorial_way(prepared, requests, dtype)
     cold_s, warm_s = recheck_times(bundle)
 
     def same(outputs) -> str:

@@ -5,14 +5,15 @@ same support-ticket examples, rendered by the same chat template, with the loss
 on answer tokens only, and report tokens per second (real tokens, padding not
 counted) and peak memory (process RSS on the CPU, the allocator's peak on CUDA).
 
-    python bench/trainer.py [--steps 10] [--method lora|qlora|dora] [--device cpu|cuda]
-        [--config-only]
+    python bench/trainer.py [--steps 10] [--method lora|qlora|dora] [--device cpu|cuda] [--base DIR]
 
-On a CPU it trains the embedded SmolLM2-135M-Instruct. ``--config-only`` builds
-the same architecture from its config with random weights instead (what a GPU
-machine without the packaged GGUF does); throughput does not depend on the
-weights' values. Each trainer runs in its own process, so one's peak memory
-cannot hide the other's.
+By default it trains the embedded SmolLM2-135M-Instruct; ``--base`` takes any
+local model directory (on a GPU machine without the packaged GGUF, the same
+architecture built from its config: throughput does not depend on the weights'
+values). Both trainers compute in the same precision: bfloat16 where the device
+runs it natively (the stock one through ``TrainingArguments(bf16=True)``),
+float32 elsewhere. Each runs in its own process, so one's peak memory cannot
+hide the other's.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def bench_recipe(args, workdir: Path) -> Path:
     path = workdir / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def precision(device: str) -> str:
+    import torch
+
+    from gatekeeper.modeling import resolve_dtype
+
+    return resolve_dtype("auto", torch.device(device))
 
 
 def run_gatekeeper(args) -> dict:
@@ -119,7 +128,7 @@ def run_stock(args) -> dict:
             output_dir=tmp, per_device_train_batch_size=recipe.training.batch_size, max_steps=args.steps,
             learning_rate=recipe.training.learning_rate, lr_scheduler_type="cosine", warmup_steps=1,
             logging_steps=10**6, save_strategy="no", report_to=[], seed=recipe.training.seed,
-            use_cpu=args.device == "cpu", bf16=args.device == "cuda" and torch.cuda.is_bf16_supported(),
+            use_cpu=args.device == "cpu", bf16=precision(args.device) == "bfloat16",
             dataloader_num_workers=0,
         )
         trainer = Trainer(model=model, args=training, train_dataset=rows, callbacks=[Clock()],
@@ -151,7 +160,7 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results[which] = json.loads(done.stdout.strip().splitlines()[-1])
     stock, ours = results["stock"], results["gatekeeper"]
-    print(f"{args.method} on {args.device}, {args.steps} steps")
+    print(f"{args.method} on {args.device}, {args.steps} steps, {precision(args.device)}")
     print(f"{'trainer':<20}{'tokens/s':>12}{'peak MiB':>12}")
     for row in (stock, ours):
         print(f"{row['trainer']:<20}{row['tokens_per_second']:>12.1f}{row['peak_mib']:>12.0f}")

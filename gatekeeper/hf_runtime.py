@@ -179,10 +179,13 @@ class HFRuntime:
             context = tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] if r.messages else [start_id]
             answer = tokenizer(r.continuation, add_special_tokens=False)["input_ids"]
             rows.append((context, answer))
-        results: list[LogLikResult] = []
+        # Rows of one template together and of similar length: they share their prefix, and pad little.
+        order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]) == 1, len(rows[i][0]) + len(rows[i][1])))
+        results: dict[int, LogLikResult] = {}
         with torch.inference_mode(), self._sides(side):
             for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start : start + self.batch_size]
+                indices = order[start : start + self.batch_size]
+                chunk = [rows[i] for i in indices]
                 width = max(len(c) + len(a) for c, a in chunk)
                 ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
                 mask = torch.zeros_like(ids)
@@ -194,12 +197,12 @@ class HFRuntime:
                     labels[j, len(context) : n] = torch.tensor(answer)
                 device = model.device
                 chosen, is_top, owner = target_logprobs(model, ids.to(device), mask.to(device), labels.to(device))
-                for j, (_, answer) in enumerate(chunk):
+                for j, (index, (_, answer)) in enumerate(zip(indices, chunk)):
                     mine = owner == j
-                    results.append(LogLikResult(float(chosen[mine].sum()), len(answer), bool(is_top[mine].all())))
+                    results[index] = LogLikResult(float(chosen[mine].sum()), len(answer), bool(is_top[mine].all()))
                 if progress:
                     progress(len(chunk))
-        return results
+        return [results[i] for i in range(len(rows))]
 
     def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]:
         """Example lengths in tokens, for any side: it takes the tokenizer, never the weights."""
