@@ -86,7 +86,6 @@ def run_gatekeeper(args) -> dict:
 
 def run_stock(args) -> dict:
     """Hugging Face Trainer + peft, as the peft documentation sets it up."""
-    import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import (
         DataCollatorForSeq2Seq,

@@ -93,9 +93,11 @@ class Serving(_Doc):
     """Where and how the candidate will be served; gates measure on this."""
 
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """``auto``: bfloat16 where the device runs it natively (recent GPUs, CPUs with AVX512-BF16
-    or AMX), float32 elsewhere. The dtype actually used is part of every cached answer's key."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """float32 by default: in bfloat16 greedy text depends on how prompts are batched (on a CPU,
+    30% of 200 demo answers differed between one-at-a-time and batched ``generate``), so a
+    verdict would too. ``auto``: bfloat16 where the device runs it natively (recent GPUs, CPUs
+    with AVX512-BF16 or AMX), float32 elsewhere. The dtype that ran keys every cached answer."""
     quantization: Literal["none", "nf4"] = "none"
     """``nf4``: the base is served frozen in 4-bit, as a QLoRA candidate was trained."""
     batch_size: int = Field(64, gt=0)

@@ -75,7 +75,8 @@ def prepare(path: str | Path, *, device: str | None = None, allow_unsigned: bool
     return Prepared(bundle, gates, base, runtime, signature)
 
 
-def environment(device: str) -> dict:
+def environment(identity: dict) -> dict:
+    """Versions and the device and dtype the check computed in (from the runtime's identity)."""
     import peft
     import torch
     import transformers
@@ -87,7 +88,8 @@ def environment(device: str) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
-        "device": device,
+        "device": identity["device"],
+        "dtype": identity["dtype"],
     }
 
 
@@ -192,7 +194,7 @@ def run_check(
         exit_code=int(code),
         bundle=summarize(prepared.bundle, prepared.signature),
         gates=results,
-        environment=environment(runtime.identity("base")["device"]),
+        environment=environment(runtime.identity("base")),
         timing=timing,
     )
     paths = write_reports(verdict, out_dir)

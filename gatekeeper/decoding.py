@@ -57,8 +57,8 @@ class _ReservedLayer(DynamicLayer):
             self._values = value_states.new_empty(shape[:-1] + value_states.shape[-1:])
         end = self.filled + key_states.shape[-2]
         if end > self._keys.shape[-2]:  # more than reserved: grow, as the dynamic cache would
-            grow = lambda t: torch.cat([t, t.new_empty((*t.shape[:2], end, t.shape[-1]))], dim=-2)  # noqa: E731
-            self._keys, self._values = grow(self._keys), grow(self._values)
+            self._keys, self._values = (torch.cat([t, t.new_empty((*t.shape[:2], end, t.shape[-1]))], dim=-2)
+                                        for t in (self._keys, self._values))
         self._keys[..., self.filled : end, :] = key_states
         self._values[..., self.filled : end, :] = value_states
         self.filled = end
