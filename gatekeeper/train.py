@@ -111,6 +111,7 @@ def train(
 
     def computing():
         return compute_precision(precision, device)
+
     rehearsal, rehearsal_record = [], None
     if data.rehearsal is not None:
         import contextlib
