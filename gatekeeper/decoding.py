@@ -84,10 +84,10 @@ def reserved_cache(config, room: int):
     return cache
 
 
-def _forward(model, ids, mask, positions, cache):
+def _forward(parts, ids, mask, positions, cache):
     # The body, then the output layer on each row's last position as a 2-D product: with
     # ``logits_to_keep`` a bfloat16 CPU matmul broadcasts the (576 x 49k) head to every row first.
-    decoder, head = decoder_and_head(model)
+    decoder, head = parts
     hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
     return head(hidden.last_hidden_state[:, -1]).argmax(-1), cache
 
@@ -96,13 +96,14 @@ def _forward(model, ids, mask, positions, cache):
 def greedy_batch(model, rows: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int) -> list[list[int]]:
     """Greedy continuations of ``rows`` (token ids), each ending before its first stop token."""
     device = model.device
+    parts = decoder_and_head(model)
     batch = len(rows)
     shared = common_prefix_length(rows)
     width = max(len(r) - shared for r in rows)
     cache = reserved_cache(model.config, shared + width + max_new_tokens)
     if shared:
         prefix = torch.tensor([rows[0][:shared]], device=device)
-        _, cache = _forward(model, prefix, torch.ones_like(prefix), torch.arange(shared, device=device)[None], cache)
+        _, cache = _forward(parts, prefix, torch.ones_like(prefix), torch.arange(shared, device=device)[None], cache)
         cache.batch_repeat_interleave(batch)
 
     tails = [r[shared:] for r in rows]
@@ -113,7 +114,7 @@ def greedy_batch(model, rows: list[list[int]], max_new_tokens: int, stop_ids: se
         tail_mask[i, width - len(tail) :] = 1
     mask = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), tail_mask], dim=1)
     positions = (shared + tail_mask.cumsum(-1) - 1).clamp(min=0)
-    token, cache = _forward(model, ids, mask, positions, cache)
+    token, cache = _forward(parts, ids, mask, positions, cache)
     next_position = positions[:, -1] + 1
 
     outputs: list[list[int]] = [[] for _ in rows]
@@ -132,6 +133,6 @@ def greedy_batch(model, rows: list[list[int]], max_new_tokens: int, stop_ids: se
             cache.batch_select_indices(keep)
             alive, token, mask, next_position = alive[keep], token[keep], mask[keep], next_position[keep]
         mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long, device=device)], dim=1)
-        token, cache = _forward(model, token[:, None], mask, next_position[:, None], cache)
+        token, cache = _forward(parts, token[:, None], mask, next_position[:, None], cache)
         next_position = next_position + 1
     return outputs

@@ -179,8 +179,9 @@ class HFRuntime:
             context = tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] if r.messages else [start_id]
             answer = tokenizer(r.continuation, add_special_tokens=False)["input_ids"]
             rows.append((context, answer))
-        # Rows of one template together and of similar length: they share their prefix, and pad little.
-        order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]) == 1, len(rows[i][0]) + len(rows[i][1])))
+        # Rows of one template together (raw control texts apart) and of similar length: they
+        # share their prefix, and pad little.
+        order = sorted(range(len(rows)), key=lambda i: (not requests[i].messages, sum(map(len, rows[i]))))
         results: dict[int, LogLikResult] = {}
         with torch.inference_mode(), self._sides(side):
             for start in range(0, len(rows), self.batch_size):
