@@ -49,30 +49,35 @@ def shared_prefix(input_ids, labels) -> int:
     return shared if shared >= MIN_SHARED_PREFIX and input_ids.shape[0] > 1 else 0
 
 
-def target_logprobs(causal_lm, input_ids, attention_mask, labels):
+def target_logprobs(causal_lm, input_ids, attention_mask, labels, *, share_prefix: bool = True):
     """Log-probability of each labelled token (labels != -100) given everything before it.
 
     Returns (logprobs, is_argmax, owner_row), flat over the labelled positions
     of the whole batch, in order.
 
     Prompts rendered from one template share a long prefix (the chat template's
-    system turn and the task instruction). It runs once, as a batch of one,
-    and its keys and values serve every row; gradients still flow through it.
+    system turn and the task instruction). With ``share_prefix`` it runs once,
+    as a batch of one, and its keys and values serve every row; gradients
+    still flow through it. That saves arithmetic, which pays where arithmetic
+    is the bottleneck (a CPU); where kernel launches are (a GPU at these
+    sizes), the second pass costs more than it saves.
     """
     from transformers import DynamicCache
 
     decoder, head = decoder_and_head(causal_lm)
-    shared = shared_prefix(input_ids, labels)
-    cache = DynamicCache(config=decoder.config)
+    shared = shared_prefix(input_ids, labels) if share_prefix else 0
     if shared:
+        cache = DynamicCache(config=decoder.config)
         prefix = input_ids[:1, :shared]
         decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), past_key_values=cache, use_cache=True)
         cache.batch_repeat_interleave(input_ids.shape[0])
-    positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device)[None]
-    hidden = decoder(
-        input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
-        past_key_values=cache, use_cache=True,
-    ).last_hidden_state
+        positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device)[None]
+        hidden = decoder(
+            input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
+            past_key_values=cache, use_cache=True,
+        ).last_hidden_state
+    else:
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     # suffix position j is absolute position shared + j, and predicts token shared + j + 1
     targets = labels[:, shared + 1 :]
     picked = targets != -100

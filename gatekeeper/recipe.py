@@ -104,6 +104,9 @@ class TrainingSettings(_Doc):
     """Compute dtype of the forward and backward passes. ``bfloat16``: a frozen base is held in
     bfloat16, trained weights (the adapter, or GaLore's full weights) stay float32 and products
     run under autocast. ``auto``: bfloat16 where the device runs it natively, else float32."""
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input during the forward pass and recompute the rest in the
+    backward: activation memory of one layer instead of all, for about a third more compute."""
 
     @model_validator(mode="after")
     def _length(self):

@@ -292,3 +292,21 @@ def test_shared_prefix_scoring_equals_the_plain_forward_with_gradients(tiny_base
     torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
     for a, b in zip(grads_s, grads_p):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(tmp_path, tiny_base, tiny_task):
+    """Recomputing activations in the backward pass saves memory and changes no number."""
+    import torch
+
+    weights = []
+    for checkpointing in (False, True):
+        recipe, root = load_recipe(write_recipe(tmp_path / str(checkpointing), tiny_base, tiny_task,
+                                                training={"max_steps": 3, "eval_every": 3,
+                                                          "gradient_checkpointing": checkpointing}))
+        result = train(recipe, root)
+        assert result.model.get_base_model().is_gradient_checkpointing is checkpointing
+        weights.append({n: p.detach().clone() for n, p in result.model.named_parameters() if "lora_" in n})
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, rtol=1e-5, atol=1e-6)
+    assert any(t.abs().sum() > 0 for n, t in weights[0].items() if "lora_B" in n)  # the adapter did train
