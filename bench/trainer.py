@@ -3,9 +3,11 @@
 Both train the same LoRA (the recipe's rank, alpha and target modules) on the
 same support-ticket examples, rendered by the same chat template, with the loss
 on answer tokens only, and report tokens per second (real tokens, padding not
-counted) and peak memory (process RSS on the CPU, the allocator's peak on CUDA).
+counted) and peak memory (process RSS on the CPU; on CUDA the allocator's peak
+from the end of the first step on, so the loader's transient peak is left out).
 
-    python bench/trainer.py [--steps 10] [--method lora|qlora|dora] [--device cpu|cuda] [--base DIR]
+    python bench/trainer.py [--steps 10] [--method lora|qlora|dora] [--device cpu|cuda] [--base DIR] [--batch N]
+                            [--gradient-checkpointing]
 
 By default it trains the embedded SmolLM2-135M-Instruct; ``--base`` takes any
 local model directory (on a GPU machine without the packaged GGUF, the same
@@ -31,6 +33,15 @@ sys.path.insert(0, str(REPO))
 RECIPE = REPO / "adapters" / "support-ticket-json" / "recipe.yaml"
 
 
+def start_peak_window(device: str) -> None:
+    """On CUDA, peak memory counts from the end of the first step: the training peak, not the loader's."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
 def peak_memory_mib(device: str) -> float:
     import resource
 
@@ -52,6 +63,10 @@ def bench_recipe(args, workdir: Path) -> Path:
     recipe["data"].pop("rehearsal", None)
     recipe["method"] = args.method
     recipe["training"].update(max_steps=args.steps, eval_every=10**6, warmup_steps=1)
+    if args.batch:
+        recipe["training"]["batch_size"] = args.batch
+    if getattr(args, "gradient_checkpointing", False):
+        recipe["training"]["gradient_checkpointing"] = True
     recipe["serving"] = {"device": args.device}
     if args.base:
         recipe["base"] = args.base
@@ -75,7 +90,13 @@ def run_gatekeeper(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         recipe, root = load_recipe(bench_recipe(args, Path(tmp)))
         timings = []
-        result = train(recipe, root, on_step=lambda info: timings.append((time.perf_counter(), info)))
+
+        def on_step(info):
+            if not timings:
+                start_peak_window(args.device)
+            timings.append((time.perf_counter(), info))
+
+        result = train(recipe, root, on_step=on_step)
     # from the end of the first step to the end of the last: warm-up and validation excluded
     t0, t1 = timings[0][0], timings[-1][0]
     tokens = result.record["tokens_per_second"] * result.record["wall_seconds"]  # all real tokens seen
@@ -110,7 +131,8 @@ def run_stock(args) -> dict:
         rows = [{"input_ids": e.prompt_ids + e.answer_ids, "labels": [-100] * len(e.prompt_ids) + e.answer_ids}
                 for e in examples]
         quantization = "nf4" if args.method == "qlora" else "none"
-        model = load_base_model(base.path, quantization=quantization, device=args.device)
+        # the base in the precision that computes, as a user training in bf16 loads it
+        model = load_base_model(base.path, dtype=precision(args.device), quantization=quantization, device=args.device)
         if quantization == "nf4":
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = recipe.adapter
@@ -121,6 +143,8 @@ def run_stock(args) -> dict:
 
         class Clock(TrainerCallback):
             def on_step_end(self, *_, **__):
+                if not marks:
+                    start_peak_window(args.device)
                 marks.append(time.perf_counter())
 
         training = TrainingArguments(
@@ -128,7 +152,8 @@ def run_stock(args) -> dict:
             learning_rate=recipe.training.learning_rate, lr_scheduler_type="cosine", warmup_steps=1,
             logging_steps=10**6, save_strategy="no", report_to=[], seed=recipe.training.seed,
             use_cpu=args.device == "cpu", bf16=precision(args.device) == "bfloat16",
-            dataloader_num_workers=0,
+            dataloader_num_workers=0, gradient_checkpointing=args.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
         )
         trainer = Trainer(model=model, args=training, train_dataset=rows, callbacks=[Clock()],
                           data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
@@ -146,6 +171,8 @@ def main() -> None:
     parser.add_argument("--method", choices=["lora", "qlora", "dora"], default="lora")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--base", help="a local model directory instead of the recipe's base")
+    parser.add_argument("--batch", type=int, help="batch size instead of the recipe's")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="both trainers recompute activations")
     parser.add_argument("--only", choices=["gatekeeper", "stock"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -155,11 +182,14 @@ def main() -> None:
     results = {}
     for which in ("stock", "gatekeeper"):
         command = [sys.executable, __file__, "--only", which, "--steps", str(args.steps), "--method", args.method,
-                   "--device", args.device] + (["--base", args.base] if args.base else [])
+                   "--device", args.device] + (["--base", args.base] if args.base else []) \
+            + (["--batch", str(args.batch)] if args.batch else []) \
+            + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results[which] = json.loads(done.stdout.strip().splitlines()[-1])
     stock, ours = results["stock"], results["gatekeeper"]
-    print(f"{args.method} on {args.device}, {args.steps} steps, {precision(args.device)}")
+    print(f"{args.method} on {args.device}, {args.steps} steps, {precision(args.device)}"
+          + (", gradient checkpointing" if args.gradient_checkpointing else ""))
     print(f"{'trainer':<20}{'tokens/s':>12}{'peak MiB':>12}")
     for row in (stock, ours):
         print(f"{row['trainer']:<20}{row['tokens_per_second']:>12.1f}{row['peak_mib']:>12.0f}")
