@@ -57,6 +57,11 @@ class CachedRuntime:
     def identity(self, side: Side) -> dict:
         return self.inner.identity(side)
 
+    @property
+    def dtype_name(self) -> str:
+        """The dtype the wrapped runtime computes in: gates judge by it (merge tolerances)."""
+        return getattr(self.inner, "dtype_name", "float32")
+
     def profile(self) -> dict | None:
         return self.inner.profile() if hasattr(self.inner, "profile") else None
 

@@ -160,3 +160,16 @@ def test_on_a_fake_runtime_only_the_merged_side_is_asked_and_a_drift_fails(tmp_p
     assert first.evidence[0].base_output.startswith("The priority is")  # the merged model's answer, shown first
     again = run_gates(make_bundle(ITEMS), gates, cached)[0]  # answered from the cache, same result
     assert again == first and cached.hits == 10 and drifted.calls == [("merged", 10)]
+
+
+def test_tolerances_follow_the_dtype_the_check_ran_in(bundle_copy, tmp_path):
+    """Through the response cache too: a bundle served in bfloat16 is judged by bfloat16 tolerances."""
+    def bf16(data):
+        _gate(data)
+        data["serving"]["dtype"] = "bfloat16"
+
+    edit_manifest(bundle_copy, bf16)
+    main(["check", str(bundle_copy), "--out", str(tmp_path), "-q"])
+    result = _result(tmp_path)
+    assert result["details"]["tolerance"]["source"] == "bfloat16 defaults"
+    assert _metric(result, "max_rel_logit_diff")["threshold"] == 5e-2
