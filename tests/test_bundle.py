@@ -89,3 +89,14 @@ def test_bundle_schema_export_is_current():
 
     committed = Path(__file__).parent.parent / "gatekeeper" / "schemas" / "bundle.schema.json"
     assert json.loads(committed.read_text()) == Bundle.model_json_schema()
+
+
+
+def test_recipe_schema_export_is_current():
+    """The same for recipes: a new recipe key must reach the committed schema (make schemas)."""
+    from pathlib import Path
+
+    from gatekeeper.recipe import Recipe
+
+    committed = Path(__file__).parent.parent / "gatekeeper" / "schemas" / "recipe.schema.json"
+    assert json.loads(committed.read_text()) == Recipe.model_json_schema()
