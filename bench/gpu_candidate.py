@@ -38,7 +38,7 @@ def main() -> None:
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = bench_recipe(SimpleNamespace(method="lora", steps=args.steps, device=args.device, base=str(args.base.resolve()),
-                                        batch=None), args.workdir)
+                                        batch=None, gradient_checkpointing=False), args.workdir)
     recipe = yaml.safe_load(path.read_text())
     recipe["name"] = "gpu-candidate"
     recipe["serving"].update(dtype="float32", batch_size=256)

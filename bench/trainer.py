@@ -65,7 +65,7 @@ def bench_recipe(args, workdir: Path) -> Path:
     recipe["training"].update(max_steps=args.steps, eval_every=10**6, warmup_steps=1)
     if args.batch:
         recipe["training"]["batch_size"] = args.batch
-    if getattr(args, "gradient_checkpointing", False):
+    if args.gradient_checkpointing:
         recipe["training"]["gradient_checkpointing"] = True
     recipe["serving"] = {"device": args.device}
     if args.base:
