@@ -52,3 +52,25 @@ def test_an_adapter_that_does_nothing_fails(fault, bundle_copy, tmp_path):
     assert result["status"] == "failed" and "behaves like the base" in result["summary"]
     assert result["metrics"][0]["adapter"] == 0.0 and result["metrics"][1]["adapter"] < 1e-6
     assert result["evidence"][0]["base_output"] == result["evidence"][0]["adapter_output"]
+
+
+@pytest.mark.parametrize("params, scored", [({}, 64), ({"scored_items": 100}, 100)])
+def test_log_probabilities_are_scored_on_the_first_items_only(params, scored):
+    from gatekeeper.engine import run_gates
+    from gatekeeper.registry import get_gate
+    from gatekeeper.runtime import FakeRuntime
+    from tests.conftest import fake_bundle, tiny_items
+
+    runtime = FakeRuntime({"base": lambda text: "a", "adapter": lambda text: "b"})
+    gate = get_gate("adapter_effect").build(params)
+    result, = run_gates(fake_bundle({"eval": tiny_items("eval", 100)}), [(gate, True)], runtime)
+    # per side: one generate call for all 100 items, one loglik call for the scored ones
+    assert sorted(runtime.calls) == sorted([("adapter", 100), ("adapter", scored), ("base", 100), ("base", scored)])
+    assert result.status == "passed" and result.details["scored_items"] == scored
+
+
+def test_scored_items_below_one_is_a_parameter_error():
+    from gatekeeper.registry import get_gate
+
+    with pytest.raises(Exception, match="scored_items must be >= 1"):
+        get_gate("adapter_effect").build({"scored_items": 0})
