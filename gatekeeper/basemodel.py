@@ -9,6 +9,7 @@ ever fetched from a model hub.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -110,12 +111,15 @@ def _convert(gguf: Path, out: Path) -> None:
         raise MissingDependency("gguf", "reading the embedded GGUF base")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    # Each of these reads parses the GGUF's metadata (49k token strings and their
+    # merges), seconds apiece: the config is read once and handed to the model.
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config)
     # save_pretrained refuses a model that still carries the GGUF quantisation
     # entry, so rebuild the same architecture from a clean config and move the
     # de-quantised weights across.
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = copy.deepcopy(config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     clean = AutoModelForCausalLM.from_config(config)
