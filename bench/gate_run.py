@@ -111,6 +111,29 @@ def gatekeeper_way(bundle: Path, requests) -> tuple[dict[str, list[str]], float]
     return outputs, time.perf_counter() - started
 
 
+def label_scoring_way(bundle: Path, items) -> tuple[dict[str, list[str]], float]:
+    """task_accuracy's ``scoring: loglik``: the contract's labels scored, nothing generated."""
+    from gatekeeper.check import prepare
+    from gatekeeper.engine import GateContext
+    from gatekeeper.registry import get_gate
+
+    started = time.perf_counter()
+    prepared = prepare(bundle)
+    ctx, gate = GateContext(prepared.bundle), get_gate("task_accuracy").build({"scoring": "loglik"})
+    requests = [gate._choice(ctx, item) for item in items]
+    labels = ctx.contract.labels
+    picked = {side: [labels[row.index(max(row))] for row in prepared.runtime.choose(side, requests)]
+              for side in ("adapter", "base")}
+    return picked, time.perf_counter() - started
+
+
+def written_labels(outputs: list[str]) -> list:
+    """The label each greedy answer writes, None where it is not a JSON object."""
+    from gatekeeper.goldens import parse_strict_json
+
+    return [v.get("priority") if isinstance(v := parse_strict_json(t).value, dict) else None for t in outputs]
+
+
 def recheck_times(bundle: Path) -> tuple[float, float]:
     from gatekeeper.check import prepare, run_check
 
@@ -148,6 +171,7 @@ def main() -> None:
           f"{dtype}")
 
     fast, fast_s = gatekeeper_way(bundle, requests)
+    scored, scored_s = label_scoring_way(bundle, ctx.golden("eval")[: args.limit])
     batched, batched_s = stock_batched_way(prepared, requests, dtype, args.stock_batch)
     slow, slow_s = (None, None) if args.no_tutorial else tutorial_way(prepared, requests, dtype)
     cold_s, warm_s = (None, None) if args.no_recheck else recheck_times(bundle)
@@ -165,6 +189,11 @@ def main() -> None:
         ratio = f"{slow_s / seconds:.1f}x" if slow is not None else "-"
         print(f"{name:<36}{seconds:>9.1f}{ratio:>13}{same(outputs):>15}")
     print(f"gatekeeper vs stock batched generate: {batched_s / fast_s:.1f}x")
+    agree = [(w == p) for side in scored for w, p in zip(written_labels(fast[side]), scored[side]) if w is not None]
+    ratio = f"{slow_s / scored_s:.1f}x" if slow is not None else "-"
+    print(f"{'labels scored (scoring: loglik)':<36}{scored_s:>9.1f}{ratio:>13}   "
+          f"top label = written label on {sum(agree)}/{len(agree)} answers that are JSON; "
+          f"{fast_s / scored_s:.1f}x faster than generating them")
     for side in ("base", "adapter"):
         for i in range(len(requests)):
             if fast[side][i] != reference[side][i]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gatekeeper.hashing import sha256_json
 from gatekeeper.runtime import (
-    CountTokens, Divergence, DivergenceResult, Generate, LogLik, LogLikResult, Progress, Runtime, Side, Timing,
+    Choose, CountTokens, Divergence, DivergenceResult, Generate, LogLik, LogLikResult, Progress, Runtime, Side, Timing,
     TimingResult,
 )
 
@@ -92,6 +92,9 @@ class CachedRuntime:
             side, requests, self.inner.loglik,
             lambda a: [a.logprob, a.tokens, a.greedy], lambda v: LogLikResult(*v), progress,
         )
+
+    def choose(self, side: Side, requests: list[Choose], progress: Progress | None = None) -> list[list[float]]:
+        return self._run(side, requests, self.inner.choose, list, list, progress)
 
     def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]:
         # Not cached: counting takes the tokenizer alone and costs about what a lookup does.

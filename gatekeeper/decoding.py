@@ -92,33 +92,46 @@ def _forward(parts, ids, mask, positions, cache):
     return head(hidden.last_hidden_state[:, -1]).argmax(-1), cache
 
 
+def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int):
+    """Run every prompt once: the shared prefix as a batch of one, then each row's own suffix.
+
+    Returns the cache (room for ``extra`` more positions), the attention mask
+    so far, each row's last hidden state and the position its next token takes.
+    """
+    decoder, _ = parts
+    device = decoder.device
+    batch = len(rows)
+    shared = common_prefix_length(rows)
+    width = max(len(r) - shared for r in rows)
+    cache = reserved_cache(decoder.config, shared + width + extra)
+    if shared:
+        prefix = torch.tensor([rows[0][:shared]], device=device)
+        decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                position_ids=torch.arange(shared, device=device)[None], past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(batch)
+
+    ids = torch.full((batch, width), pad_id, device=device)
+    tail_mask = torch.zeros((batch, width), dtype=torch.long, device=device)
+    for i, row in enumerate(rows):  # left padding inside the suffix block
+        tail = row[shared:]
+        ids[i, width - len(tail) :] = torch.tensor(tail, device=device)
+        tail_mask[i, width - len(tail) :] = 1
+    mask = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), tail_mask], dim=1)
+    positions = (shared + tail_mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    return cache, mask, hidden.last_hidden_state[:, -1], positions[:, -1] + 1
+
+
 @torch.inference_mode()
 def greedy_batch(model, rows: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int) -> list[list[int]]:
     """Greedy continuations of ``rows`` (token ids), each ending before its first stop token."""
     device = model.device
     parts = decoder_and_head(model)
-    batch = len(rows)
-    shared = common_prefix_length(rows)
-    width = max(len(r) - shared for r in rows)
-    cache = reserved_cache(model.config, shared + width + max_new_tokens)
-    if shared:
-        prefix = torch.tensor([rows[0][:shared]], device=device)
-        _, cache = _forward(parts, prefix, torch.ones_like(prefix), torch.arange(shared, device=device)[None], cache)
-        cache.batch_repeat_interleave(batch)
-
-    tails = [r[shared:] for r in rows]
-    ids = torch.full((batch, width), pad_id, device=device)
-    tail_mask = torch.zeros((batch, width), dtype=torch.long, device=device)
-    for i, tail in enumerate(tails):  # left padding inside the suffix block
-        ids[i, width - len(tail) :] = torch.tensor(tail, device=device)
-        tail_mask[i, width - len(tail) :] = 1
-    mask = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), tail_mask], dim=1)
-    positions = (shared + tail_mask.cumsum(-1) - 1).clamp(min=0)
-    token, cache = _forward(parts, ids, mask, positions, cache)
-    next_position = positions[:, -1] + 1
+    cache, mask, last, next_position = _prefill(parts, rows, max_new_tokens, pad_id)
+    token = parts[1](last).argmax(-1)  # the output layer on the last positions alone (see _forward)
 
     outputs: list[list[int]] = [[] for _ in rows]
-    alive = torch.arange(batch, device=device)  # original row index of each batch row
+    alive = torch.arange(len(rows), device=device)  # original row index of each batch row
     for step in range(max_new_tokens):
         done = torch.tensor([int(t) in stop_ids for t in token.tolist()], device=device)
         for row, t, stop in zip(alive.tolist(), token.tolist(), done.tolist()):
@@ -136,3 +149,45 @@ def greedy_batch(model, rows: list[list[int]], max_new_tokens: int, stop_ids: se
         token, cache = _forward(parts, token[:, None], mask, next_position[:, None], cache)
         next_position = next_position + 1
     return outputs
+
+
+@torch.inference_mode()
+def option_logprobs(model, rows: list[list[int]], options: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Summed log-probability of each option's tokens after each prompt, shape (rows, options), float32.
+
+    Scoring a closed set of answers without generating: the prompts run once
+    (shared prefix, then their own suffixes), which already gives every
+    option's first token; the cache is then copied once per option and all
+    options' remaining tokens run in one more pass.
+    """
+    import torch.nn.functional as F
+
+    parts = decoder_and_head(model)
+    decoder, head = parts
+    device = model.device
+    longest = max(len(o) for o in options)
+    cache, mask, last, next_position = _prefill(parts, rows, longest, pad_id)
+    first = F.log_softmax(head(last).float(), dim=-1)
+    scores = first[:, [o[0] for o in options]]
+    if longest == 1:
+        return scores
+    batch, count = len(rows), len(options)
+    cache.batch_repeat_interleave(count)  # row b * count + j continues prompt b with option j
+    width = longest - 1
+    ids = torch.full((count, width), pad_id, device=device)
+    for j, option in enumerate(options):  # right padding: later positions never reach earlier ones
+        ids[j, : len(option) - 1] = torch.tensor(option[:-1], device=device)
+    ids = ids.repeat(batch, 1)
+    mask = torch.cat([mask.repeat_interleave(count, dim=0),
+                      torch.ones((batch * count, width), dtype=torch.long, device=device)], dim=1)
+    positions = next_position.repeat_interleave(count)[:, None] + torch.arange(width, device=device)[None]
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                     use_cache=True).last_hidden_state
+    targets = torch.full((count, width), -1, device=device)
+    for j, option in enumerate(options):
+        targets[j, : len(option) - 1] = torch.tensor(option[1:], device=device)
+    targets = targets.repeat(batch, 1)
+    picked = targets >= 0
+    logprobs = F.log_softmax(head(hidden[picked]).float(), dim=-1).gather(-1, targets[picked][:, None]).squeeze(-1)
+    rest = torch.zeros(batch * count, device=device).index_add_(0, torch.nonzero(picked)[:, 0], logprobs)
+    return scores + rest.view(batch, count)

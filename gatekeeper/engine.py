@@ -25,7 +25,7 @@ from gatekeeper.verdict import GateResult
 # (label, total) -> a callback that advances by n
 PhaseReporter = Callable[[str, int], Progress]
 # request kind -> the runtime method that answers it
-RUNTIME_CALLS = {"generate": "generate", "loglik": "loglik", "tokens": "count_tokens",
+RUNTIME_CALLS = {"generate": "generate", "loglik": "loglik", "choose": "choose", "tokens": "count_tokens",
                  "divergence": "divergence", "timing": "timing", "export": "export_merged"}
 
 

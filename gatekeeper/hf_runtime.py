@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gatekeeper.basemodel import PICKLED_SUFFIXES, ResolvedBase, serving_profile, tokenizer_fingerprint
 from gatekeeper.errors import RuntimeLoadError
-from gatekeeper.runtime import CountTokens, Generate, LogLik, LogLikResult, Messages, Progress, Side
+from gatekeeper.runtime import Choose, CountTokens, Generate, LogLik, LogLikResult, Messages, Progress, Side
 
 
 def load_tokenizer(path: Path):
@@ -204,6 +204,26 @@ class HFRuntime:
                 if progress:
                     progress(len(chunk))
         return [results[i] for i in range(len(rows))]
+
+    def choose(self, side: Side, requests: list[Choose], progress: Progress | None = None) -> list[list[float]]:
+        """Each option's summed log-probability after each prompt, options tokenized as training writes answers."""
+        from gatekeeper.decoding import option_logprobs
+
+        tokenizer, model = self.tokenizer, self.model
+        rows = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in requests]
+        results: list[list[float]] = [[] for _ in requests]
+        with self._sides(side):
+            for options in dict.fromkeys(r.options for r in requests):  # each closed set, in first-seen order
+                encoded = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+                same = sorted((i for i, r in enumerate(requests) if r.options == options), key=lambda i: len(rows[i]))
+                for start in range(0, len(same), self.batch_size):
+                    chunk = same[start : start + self.batch_size]
+                    scores = option_logprobs(model, [rows[i] for i in chunk], encoded, tokenizer.pad_token_id)
+                    for i, row in zip(chunk, scores.tolist()):
+                        results[i] = row
+                    if progress:
+                        progress(len(chunk))
+        return results
 
     def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]:
         """Example lengths in tokens, for any side: it takes the tokenizer, never the weights."""

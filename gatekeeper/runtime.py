@@ -1,9 +1,9 @@
 """What a model is asked, and the protocol every runtime answers.
 
-A runtime answers three kinds of typed request for a *side* of the comparison:
+A runtime answers typed requests for a *side* of the comparison, among them
 ``generate`` (greedy text), ``loglik`` (log-probability of a fixed
-continuation) and ``tokens`` (how long an example is in tokens, which needs
-the tokenizer alone). Asking and scoring are separate: gates build requests, the
+continuation), ``choose`` (log-probabilities of a closed set of answers) and
+``tokens`` (how long an example is in tokens, which needs the tokenizer alone). Asking and scoring are separate: gates build requests, the
 engine de-duplicates and batches them, and gates score the responses.
 """
 
@@ -47,6 +47,24 @@ class LogLik:
     @property
     def key(self) -> str:
         return sha256_json({"kind": self.kind, "messages": self.messages, "continuation": self.continuation})
+
+
+@dataclass(frozen=True)
+class Choose:
+    """Log-probability of each answer of a closed set after the rendered prompt, with no generation.
+
+    Answered with one summed log-probability per option, in order: one pass
+    over the prompt and one over every option together, where free generation
+    takes a pass per new token.
+    """
+
+    messages: Messages
+    options: tuple[str, ...]
+    kind: Literal["choose"] = field(default="choose", init=False)
+
+    @property
+    def key(self) -> str:
+        return sha256_json({"kind": self.kind, "messages": self.messages, "options": self.options})
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,7 @@ class ExportMerged:
         return sha256_json({"kind": self.kind, "directory": self.directory})
 
 
-Request = Union[Generate, LogLik, CountTokens, Divergence, Timing, ExportMerged]
+Request = Union[Generate, LogLik, Choose, CountTokens, Divergence, Timing, ExportMerged]
 
 
 @dataclass(frozen=True)
@@ -169,6 +187,8 @@ class Runtime(Protocol):
 
     def loglik(self, side: Side, requests: list[LogLik], progress: Progress | None = None) -> list[LogLikResult]: ...
 
+    def choose(self, side: Side, requests: list[Choose], progress: Progress | None = None) -> list[list[float]]: ...
+
     def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]: ...
 
     def divergence(self, side: Side, requests: list[Divergence], progress: Progress | None = None) -> list[DivergenceResult]: ...
@@ -207,6 +227,17 @@ class FakeRuntime:
             answer = self.answers[side](dict(r.messages).get("user", ""))
             same = answer == r.continuation
             results.append(LogLikResult(-0.1 if same else -5.0, max(1, len(r.continuation.split())), same))
+        if progress:
+            progress(len(requests))
+        return results
+
+    def choose(self, side, requests, progress=None):
+        """The option the side's answer starts with scores -0.1, every other option -5."""
+        self.calls.append((side, len(requests)))
+        results = []
+        for r in requests:
+            answer = self.answers[side](dict(r.messages).get("user", ""))
+            results.append([-0.1 if answer.startswith(option) else -5.0 for option in r.options])
         if progress:
             progress(len(requests))
         return results

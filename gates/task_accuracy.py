@@ -1,12 +1,21 @@
-"""task_accuracy: did the target task improve, and by enough to matter?"""
+"""task_accuracy: did the target task improve, and by enough to matter?
+
+Two ways to read a side's label. ``generate`` (the default) parses the greedy
+answer, the same text json_parse judges. ``loglik`` scores the contract's
+closed set of labels instead: each label written as the answers begin
+(``{"priority": "high"``), the most likely one is the prediction. It needs no
+generation, so it is the fast way where accuracy alone is asked; it measures
+which label the model prefers, not whether it would write it out.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from gatekeeper.evidence import label_of, paired_result, rate, worst_examples
-from gatekeeper.goldens import parse_strict_json
+from gatekeeper.goldens import answer_text, parse_strict_json
 from gatekeeper.registry import gate
+from gatekeeper.runtime import Choose
 from gatekeeper.verdict import GateResult, Metric
 
 
@@ -21,23 +30,55 @@ class TaskAccuracy:
         require_significant: bool = True,
         golden_set: str = "eval",
         max_examples: int = 8,
+        scoring: str = "generate",
     ):
+        if scoring not in ("generate", "loglik"):
+            raise ValueError(f"scoring must be 'generate' or 'loglik', got {scoring!r}")
         self.min_delta, self.alpha, self.require_significant = min_delta, alpha, require_significant
-        self.golden_set, self.max_examples = golden_set, max_examples
+        self.golden_set, self.max_examples, self.scoring = golden_set, max_examples, scoring
 
-    def requests(self, ctx):
-        return [ctx.task_request(item) for item in ctx.golden(self.golden_set)]
-
-    def evaluate(self, ctx, responses):
+    def _label_field(self, ctx) -> str:
         field = ctx.contract.label_field
         if field is None:
             raise ValueError("the contract names no label field (a property with an enum, or x-label-field)")
+        return field
+
+    def _choice(self, ctx, item) -> Choose:
+        """The labels as the start of an answer, written as training writes answers (key order kept)."""
+        field = self._label_field(ctx)
+        if not isinstance(item.expected, dict) or next(iter(item.expected), None) != field:
+            raise ValueError(f"scoring 'loglik' needs answers that begin with the label field {field!r}; "
+                             f"item {item.id} does not")
+        options = tuple(answer_text({field: label})[:-1] for label in ctx.contract.labels)
+        return Choose(ctx.prompt.messages(item.input), options)
+
+    def requests(self, ctx):
+        items = ctx.golden(self.golden_set)
+        if self.scoring == "loglik":
+            return [self._choice(ctx, item) for item in items]
+        return [ctx.task_request(item) for item in items]
+
+    def _read(self, ctx, responses, side, items, field) -> tuple[list[str], list]:
+        """Each item's output as the report shows it, and the label read from it."""
+        if self.scoring == "generate":
+            texts = [responses.get(side, ctx.task_request(i)) for i in items]
+            return texts, [label_of(parse_strict_json(t).value, field) for t in texts]
+        labels = ctx.contract.labels
+        texts, predicted = [], []
+        for item in items:
+            scores = responses.get(side, self._choice(ctx, item))
+            ranked = sorted(zip(scores, labels), key=lambda pair: -pair[0])  # a tie goes to the contract's order
+            predicted.append(ranked[0][1])
+            texts.append(", ".join(f"{label} {score:.2f}" for score, label in ranked) + " (log-prob of each label)")
+        return texts, predicted
+
+    def evaluate(self, ctx, responses):
+        field = self._label_field(ctx)
         items = ctx.golden(self.golden_set)
         gold = [label_of(i.expected, field) for i in items]
         outputs, predicted, correct = {}, {}, {}
         for side in ("base", "adapter"):
-            outputs[side] = [responses.get(side, ctx.task_request(i)) for i in items]
-            predicted[side] = [label_of(parse_strict_json(t).value, field) for t in outputs[side]]
+            outputs[side], predicted[side] = self._read(ctx, responses, side, items, field)
             correct[side] = [p == g for p, g in zip(predicted[side], gold)]
         comparison, paired = paired_result([i.id for i in items], correct["base"], correct["adapter"], self.min_delta, self.alpha)
         significant = comparison.p_value < self.alpha and comparison.delta > 0
@@ -65,6 +106,7 @@ class TaskAccuracy:
             details={
                 "golden_set": self.golden_set,
                 "label_field": field,
+                "scoring": self.scoring,
                 "per_label_accuracy": _per_label(gold, correct),
                 "adapter_predictions": dict(sorted(Counter(str(p) for p in predicted["adapter"]).items())),
             },

@@ -115,3 +115,28 @@ def test_bfloat16_greedy_equals_stock_generate_in_bfloat16(model_and_rows):
     stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     expected = [stock_generate(half, r, 12, stop, pad) for r in rows]
     assert greedy_batch(half, rows, 12, {stop}, pad) == expected
+
+
+def plain_option_logprob(model, row, option):
+    """The plain way: prompt and option as one unpadded sequence, every position projected."""
+    import torch
+
+    with torch.inference_mode():
+        logits = model(torch.tensor([row + option])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(float(logprobs[len(row) - 1 + k, token]) for k, token in enumerate(option))
+
+
+def test_option_scores_equal_scoring_each_option_alone(model_and_rows):
+    from gatekeeper.decoding import option_logprobs
+
+    model, tokenizer, rows = model_and_rows
+    options = [tokenizer(o, add_special_tokens=False)["input_ids"]
+               for o in ['{"priority": "critical"', '{"priority": "low"', "x", "no way, not at all"]]
+    assert len({len(o) for o in options}) >= 3  # options of different lengths: padding inside the option block
+    fast = option_logprobs(model, rows, options, tokenizer.pad_token_id)
+    assert fast.shape == (len(rows), len(options))
+    for i, row in enumerate(rows):
+        for j, option in enumerate(options):
+            plain = plain_option_logprob(model, row, option)
+            assert abs(float(fast[i, j]) - plain) < 1e-3, (i, j, float(fast[i, j]), plain)

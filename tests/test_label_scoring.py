@@ -1,0 +1,76 @@
+"""task_accuracy with ``scoring: loglik``: the closed set of labels scored instead of generated.
+
+On a fake runtime for the gate's logic, and on a trained tiny candidate
+against the plain path: where the greedy answer is valid JSON, the label it
+writes is the label the scores prefer.
+"""
+
+import json
+
+import pytest
+
+from gatekeeper.check import prepare
+from gatekeeper.engine import run_gates
+from gatekeeper.errors import GateParameterError
+from gatekeeper.goldens import parse_strict_json
+from gatekeeper.runtime import FakeRuntime
+from tests.fakes import ITEMS, build, chatty, make_bundle, perfect
+
+
+def test_labels_are_scored_without_generating():
+    runtime = FakeRuntime({"base": chatty, "adapter": perfect})
+    accuracy, = run_gates(make_bundle(ITEMS), build(("task_accuracy", {"scoring": "loglik"}, True)), runtime)
+    assert accuracy.status == "passed" and accuracy.metric("accuracy").adapter == 1.0
+    assert accuracy.details["scoring"] == "loglik"
+    # one choose call per side; nothing generated
+    assert sorted(runtime.calls) == [("adapter", 80), ("base", 80)]
+
+
+def test_an_adapter_that_prefers_wrong_labels_fails():
+    def shifted(text):  # the next label in the contract's order, always wrong
+        answer = json.loads(perfect(text))
+        labels = ["critical", "high", "medium", "low"]
+        answer["priority"] = labels[(labels.index(answer["priority"]) + 1) % 4]
+        return json.dumps(answer)
+
+    runtime = FakeRuntime({"base": perfect, "adapter": shifted})
+    accuracy, = run_gates(make_bundle(ITEMS), build(("task_accuracy", {"scoring": "loglik"}, True)), runtime)
+    assert accuracy.status == "failed" and accuracy.metric("accuracy").adapter == 0.0
+    assert len(accuracy.paired.flipped_to_fail) == 80
+    # the evidence shows every label's score, the preferred one first
+    first = accuracy.evidence[0]
+    assert first.base_output.startswith(f"{first.expected['priority']} -0.10,")
+    assert not first.adapter_output.startswith(first.expected["priority"])
+
+
+def test_answers_that_do_not_begin_with_the_label_cannot_be_scored():
+    items = [dict(i, expected={"reason": i["expected"]["reason"], "priority": i["expected"]["priority"]}) for i in ITEMS]
+    runtime = FakeRuntime({"base": chatty, "adapter": perfect})
+    accuracy, = run_gates(make_bundle(items), build(("task_accuracy", {"scoring": "loglik"}, True)), runtime)
+    assert accuracy.status == "error" and "begin with the label field 'priority'" in accuracy.error
+
+
+def test_an_unknown_scoring_is_a_parameter_error():
+    with pytest.raises(GateParameterError, match="scoring must be 'generate' or 'loglik'"):
+        build(("task_accuracy", {"scoring": "vibes"}, True))
+
+
+def test_scored_labels_agree_with_the_labels_greedy_answers_write(ranked_candidates):
+    """The plain path writes the answer; where it is valid JSON, its label is the top-scored one."""
+    from gatekeeper.engine import GateContext
+
+    _, _, bundle = ranked_candidates
+    prepared = prepare(bundle)
+    ctx = GateContext(prepared.bundle)
+    items = prepared.bundle.golden["eval"]
+    gate = build(("task_accuracy", {"scoring": "loglik"}, True))[0][0]
+    written = prepared.runtime.generate("adapter", [ctx.task_request(i) for i in items])
+    scores = prepared.runtime.choose("adapter", [gate._choice(ctx, i) for i in items])
+    labels = ctx.contract.labels
+    compared = 0
+    for text, row in zip(written, scores):
+        parsed = parse_strict_json(text).value
+        if isinstance(parsed, dict) and parsed.get("priority") in labels:
+            compared += 1
+            assert labels[row.index(max(row))] == parsed["priority"], (text, row)
+    assert compared >= len(items) // 2, compared
