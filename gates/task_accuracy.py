@@ -3,7 +3,7 @@
 Two ways to read a side's label. ``generate`` (the default) parses the greedy
 answer, the same text json_parse judges. ``loglik`` scores the contract's
 closed set of labels instead: each label written as the answers begin
-(``{"priority": "high"``), the most likely one is the prediction. It needs no
+(``{"priority": "high",``), the most likely one is the prediction. It needs no
 generation, so it is the fast way where accuracy alone is asked; it measures
 which label the model prefers, not whether it would write it out.
 """
@@ -49,8 +49,14 @@ class TaskAccuracy:
         if not isinstance(item.expected, dict) or next(iter(item.expected), None) != field:
             raise ValueError(f"scoring 'loglik' needs answers that begin with the label field {field!r}; "
                              f"item {item.id} does not")
-        options = tuple(answer_text({field: label})[:-1] for label in ctx.contract.labels)
-        return Choose(ctx.prompt.messages(item.input), options)
+        # Each option runs through the separator after the label (',' or '}'): the tokenizer
+        # merges the closing quote with it ('",'), and a lone '"' after a label is a token
+        # the model never saw there in training.
+        options = []
+        for label in ctx.contract.labels:
+            head = answer_text({field: label})[:-1]  # '{"priority": "high"'
+            options.append(answer_text({**item.expected, field: label})[: len(head) + 1])
+        return Choose(ctx.prompt.messages(item.input), tuple(options))
 
     def requests(self, ctx):
         items = ctx.golden(self.golden_set)
