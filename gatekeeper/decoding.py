@@ -23,6 +23,9 @@ the positions and context it would see alone.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
@@ -132,6 +135,28 @@ def greedy_batch(model, rows: list[list[int]], max_new_tokens: int, stop_ids: se
 
     outputs: list[list[int]] = [[] for _ in rows]
     alive = torch.arange(len(rows), device=device)  # original row index of each batch row
+    with _collector_paused():
+        _decode(parts, cache, mask, token, next_position, alive, outputs, max_new_tokens, stop_ids)
+    return outputs
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while decoding: every step allocates enough
+    small objects to trigger it, and each full pass walks every object the loaded model
+    and transformers hold (3% of a CPU gate run). Nothing cyclic is made in the loop."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode(parts, cache, mask, token, next_position, alive, outputs, max_new_tokens, stop_ids):
+    """The greedy loop: append each live row's token, drop finished rows, run one more position."""
+    device = token.device
     for step in range(max_new_tokens):
         done = torch.tensor([int(t) in stop_ids for t in token.tolist()], device=device)
         for row, t, stop in zip(alive.tolist(), token.tolist(), done.tolist()):
@@ -148,7 +173,6 @@ def greedy_batch(model, rows: list[list[int]], max_new_tokens: int, stop_ids: se
         mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long, device=device)], dim=1)
         token, cache = _forward(parts, token[:, None], mask, next_position[:, None], cache)
         next_position = next_position + 1
-    return outputs
 
 
 @torch.inference_mode()
