@@ -33,5 +33,5 @@ step python bench/trainer.py --device cuda --base "$work/qwen" --batch 8 --steps
 step python bench/trainer.py --device cuda --base "$work/qwen" --batch 8 --steps 10 --method lora
 bundle=$(python bench/gpu_candidate.py "$work/smol" "$work/candidate" | tail -1)
 step timeout 240 python bench/gate_run.py "$bundle" --limit 200 --no-tutorial --stock-batch 64 --no-recheck
-step timeout 120 gatekeeper check "$bundle" --out "$out/check" -q
+step timeout 300 gatekeeper check "$bundle" --out "$out/check" -q
 cp "$out/check/verdict.json" "$out/gpu_verdict.json" 2>/dev/null
