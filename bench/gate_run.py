@@ -120,7 +120,7 @@ def label_scoring_way(bundle: Path, items) -> tuple[dict[str, list[str]], float]
     started = time.perf_counter()
     prepared = prepare(bundle)
     ctx, gate = GateContext(prepared.bundle), get_gate("task_accuracy").build({"scoring": "loglik"})
-    requests = [gate._choice(ctx, item) for item in items]
+    requests = [gate.choice(ctx, item) for item in items]
     labels = ctx.contract.labels
     picked = {side: [labels[row.index(max(row))] for row in prepared.runtime.choose(side, requests)]
               for side in ("adapter", "base")}

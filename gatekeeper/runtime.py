@@ -3,8 +3,9 @@
 A runtime answers typed requests for a *side* of the comparison, among them
 ``generate`` (greedy text), ``loglik`` (log-probability of a fixed
 continuation), ``choose`` (log-probabilities of a closed set of answers) and
-``tokens`` (how long an example is in tokens, which needs the tokenizer alone). Asking and scoring are separate: gates build requests, the
-engine de-duplicates and batches them, and gates score the responses.
+``tokens`` (how long an example is in tokens, which needs the tokenizer
+alone). Asking and scoring are separate: gates build requests, the engine
+de-duplicates and batches them, and gates score the responses.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class TaskAccuracy:
             raise ValueError("the contract names no label field (a property with an enum, or x-label-field)")
         return field
 
-    def _choice(self, ctx, item) -> Choose:
+    def choice(self, ctx, item) -> Choose:
         """The labels as the start of an answer, written as training writes answers (key order kept)."""
         field = self._label_field(ctx)
         if not isinstance(item.expected, dict) or next(iter(item.expected), None) != field:
@@ -61,7 +61,7 @@ class TaskAccuracy:
     def requests(self, ctx):
         items = ctx.golden(self.golden_set)
         if self.scoring == "loglik":
-            return [self._choice(ctx, item) for item in items]
+            return [self.choice(ctx, item) for item in items]
         return [ctx.task_request(item) for item in items]
 
     def _read(self, ctx, responses, side, items, field) -> tuple[list[str], list]:
@@ -72,7 +72,7 @@ class TaskAccuracy:
         labels = ctx.contract.labels
         texts, predicted = [], []
         for item in items:
-            scores = responses.get(side, self._choice(ctx, item))
+            scores = responses.get(side, self.choice(ctx, item))
             ranked = sorted(zip(scores, labels), key=lambda pair: -pair[0])  # a tie goes to the contract's order
             predicted.append(ranked[0][1])
             texts.append(", ".join(f"{label} {score:.2f}" for score, label in ranked) + " (log-prob of each label)")

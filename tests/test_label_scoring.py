@@ -65,7 +65,7 @@ def test_scored_labels_agree_with_the_labels_greedy_answers_write(ranked_candida
     items = prepared.bundle.golden["eval"]
     gate = build(("task_accuracy", {"scoring": "loglik"}, True))[0][0]
     written = prepared.runtime.generate("adapter", [ctx.task_request(i) for i in items])
-    scores = prepared.runtime.choose("adapter", [gate._choice(ctx, i) for i in items])
+    scores = prepared.runtime.choose("adapter", [gate.choice(ctx, i) for i in items])
     labels = ctx.contract.labels
     compared = 0
     for text, row in zip(written, scores):
