@@ -29,7 +29,7 @@ import gc
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from gatekeeper.modeling import decoder_and_head
+from gatekeeper.modeling import decoder_and_head, token_logprobs
 
 
 def common_prefix_length(rows: list[list[int]]) -> int:
@@ -198,20 +198,20 @@ def option_logprobs(model, rows: list[list[int]], options: list[list[int]], pad_
     batch, count = len(rows), len(options)
     cache.batch_repeat_interleave(count)  # row b * count + j continues prompt b with option j
     width = longest - 1
+    # Option j feeds its tokens but the last and is scored on its tokens but the first;
+    # right padding, which later positions never reach back from, and -1 targets there.
     ids = torch.full((count, width), pad_id, device=device)
-    for j, option in enumerate(options):  # right padding: later positions never reach earlier ones
+    targets = torch.full((count, width), -1, device=device)
+    for j, option in enumerate(options):
         ids[j, : len(option) - 1] = torch.tensor(option[:-1], device=device)
-    ids = ids.repeat(batch, 1)
+        targets[j, : len(option) - 1] = torch.tensor(option[1:], device=device)
+    ids, targets = ids.repeat(batch, 1), targets.repeat(batch, 1)
     mask = torch.cat([mask.repeat_interleave(count, dim=0),
                       torch.ones((batch * count, width), dtype=torch.long, device=device)], dim=1)
     positions = next_position.repeat_interleave(count)[:, None] + torch.arange(width, device=device)[None]
     hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                      use_cache=True).last_hidden_state
-    targets = torch.full((count, width), -1, device=device)
-    for j, option in enumerate(options):
-        targets[j, : len(option) - 1] = torch.tensor(option[1:], device=device)
-    targets = targets.repeat(batch, 1)
     picked = targets >= 0
-    logprobs = F.log_softmax(head(hidden[picked]).float(), dim=-1).gather(-1, targets[picked][:, None]).squeeze(-1)
+    logprobs, _ = token_logprobs(head, hidden[picked], targets[picked])
     rest = torch.zeros(batch * count, device=device).index_add_(0, torch.nonzero(picked)[:, 0], logprobs)
     return scores + rest.view(batch, count)

@@ -82,11 +82,16 @@ def target_logprobs(causal_lm, input_ids, attention_mask, labels, *, share_prefi
     targets = labels[:, shared + 1 :]
     picked = targets != -100
     rows = torch.nonzero(picked, as_tuple=True)
-    logits = head(hidden[:, :-1][picked]).float()
-    logprobs = F.log_softmax(logits, dim=-1)
-    wanted = targets[picked]
-    chosen = logprobs.gather(-1, wanted.unsqueeze(-1)).squeeze(-1)
-    return chosen, logits.argmax(-1) == wanted, rows[0]
+    chosen, is_argmax = token_logprobs(head, hidden[:, :-1][picked], targets[picked])
+    return chosen, is_argmax, rows[0]
+
+
+def token_logprobs(head, hidden, wanted):
+    """Log-probability of token ``wanted[i]`` after hidden state ``hidden[i]``, in float32, and
+    whether it is the most likely token: the output layer runs on these rows alone."""
+    logits = head(hidden).float()
+    chosen = F.log_softmax(logits, dim=-1).gather(-1, wanted.unsqueeze(-1)).squeeze(-1)
+    return chosen, logits.argmax(-1) == wanted
 
 
 def pick_device(requested: str = "auto") -> torch.device:
