@@ -127,11 +127,12 @@ def label_scoring_way(bundle: Path, items) -> tuple[dict[str, list[str]], float]
     return picked, time.perf_counter() - started
 
 
-def written_labels(outputs: list[str]) -> list:
-    """The label each greedy answer writes, None where it is not a JSON object."""
+def written_labels(outputs: list[str], field: str) -> list:
+    """The label each greedy answer writes, as task_accuracy reads it: None where there is none."""
+    from gatekeeper.evidence import label_of
     from gatekeeper.goldens import parse_strict_json
 
-    return [v.get("priority") if isinstance(v := parse_strict_json(t).value, dict) else None for t in outputs]
+    return [label_of(parse_strict_json(t).value, field) for t in outputs]
 
 
 def recheck_times(bundle: Path) -> tuple[float, float]:
@@ -189,7 +190,9 @@ def main() -> None:
         ratio = f"{slow_s / seconds:.1f}x" if slow is not None else "-"
         print(f"{name:<36}{seconds:>9.1f}{ratio:>13}{same(outputs):>15}")
     print(f"gatekeeper vs stock batched generate: {batched_s / fast_s:.1f}x")
-    agree = [(w == p) for side in scored for w, p in zip(written_labels(fast[side]), scored[side]) if w is not None]
+    field = ctx.contract.label_field
+    agree = [(w == p) for side in scored for w, p in zip(written_labels(fast[side], field), scored[side])
+             if w is not None]
     ratio = f"{slow_s / scored_s:.1f}x" if slow is not None else "-"
     print(f"{'labels scored (scoring: loglik)':<36}{scored_s:>9.1f}{ratio:>13}   "
           f"top label = written label on {sum(agree)}/{len(agree)} answers that are JSON; "
