@@ -143,28 +143,19 @@ class HFRuntime:
 
     # -- requests -----------------------------------------------------------
     def generate(self, side: Side, requests: list[Generate], progress: Progress | None = None) -> list[str]:
-        from gatekeeper.decoding import greedy_batch
+        from gatekeeper.decoding import greedy
 
         tokenizer, model = self.tokenizer, self.model
         rows = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in requests]
-        # Batch prompts of similar length together (prompts of one template then
-        # share their longest prefix), and never mix token budgets.
-        order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens, len(rows[i])))
-        batches: list[list[int]] = []
-        for budget in sorted({r.max_new_tokens for r in requests}):
-            same = [i for i in order if requests[i].max_new_tokens == budget]
-            batches += [same[k : k + self.batch_size] for k in range(0, len(same), self.batch_size)]
         outputs: list[str] = [""] * len(requests)
         with self._sides(side):
-            for chunk in batches:
-                new_tokens = greedy_batch(
-                    model, [rows[i] for i in chunk], requests[chunk[0]].max_new_tokens,
-                    stop_ids={tokenizer.eos_token_id}, pad_id=tokenizer.pad_token_id,
-                )
-                for i, ids in zip(chunk, new_tokens):
+            for budget in sorted({r.max_new_tokens for r in requests}):  # one token budget per decoding run
+                chosen = [i for i, r in enumerate(requests) if r.max_new_tokens == budget]
+                new_tokens = greedy(model, [rows[i] for i in chosen], budget, {tokenizer.eos_token_id},
+                                    tokenizer.pad_token_id, batch_size=self.batch_size,
+                                    finished=(lambda _: progress(1)) if progress else None)
+                for i, ids in zip(chosen, new_tokens):
                     outputs[i] = tokenizer.decode(ids, skip_special_tokens=True)
-                if progress:
-                    progress(len(chunk))
         return outputs
 
     def loglik(self, side: Side, requests: list[LogLik], progress: Progress | None = None) -> list[LogLikResult]:

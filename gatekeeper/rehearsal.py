@@ -25,7 +25,7 @@ def base_answers(model, tokenizer, path: Path, count: int, max_new_tokens: int, 
     An answer cut by ``max_new_tokens`` keeps no end-of-turn token, so the
     adapter is never taught to stop where the base would have gone on.
     """
-    from gatekeeper.decoding import greedy_batch
+    from gatekeeper.decoding import greedy
     from gatekeeper.hf_runtime import render
     from gatekeeper.runtime import messages_for
 
@@ -33,10 +33,7 @@ def base_answers(model, tokenizer, path: Path, count: int, max_new_tokens: int, 
     if count < len(items):  # a sample across the whole pool, not its first families
         items = sorted(random.Random(seed).sample(items, count), key=lambda i: i.line)
     prompts = [tokenizer(render(tokenizer, messages_for(i.input)), add_special_tokens=False)["input_ids"] for i in items]
-    answers: list[list[int]] = []
-    for start in range(0, len(prompts), 64):
-        answers += greedy_batch(model, prompts[start : start + 64], max_new_tokens, {tokenizer.eos_token_id},
-                                tokenizer.pad_token_id)
+    answers = greedy(model, prompts, max_new_tokens, {tokenizer.eos_token_id}, tokenizer.pad_token_id, batch_size=64)
     encoded = [
         Encoded(item.id, prompt, answer + ([tokenizer.eos_token_id] if len(answer) < max_new_tokens else []))
         for item, prompt, answer in zip(items, prompts, answers)

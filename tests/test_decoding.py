@@ -1,14 +1,15 @@
 """The fast greedy decoder against transformers' own ``generate``, one prompt at a time.
 
-The fast path shares prompt prefixes, drops finished rows and pads in the
-middle of a row; none of that may change a single greedy token.
+The fast path shares prompt prefixes, drops finished rows, lets waiting rows
+join a running batch and pads in the middle of a row; none of that may change
+a single greedy token.
 """
 
 from collections import Counter
 
 import pytest
 
-from gatekeeper.decoding import common_prefix_length, greedy_batch
+from gatekeeper.decoding import common_prefix_length, greedy
 from gatekeeper.hf_runtime import render
 from gatekeeper.runtime import messages_for
 
@@ -66,7 +67,7 @@ def test_fast_greedy_equals_stock_generate(model_and_rows):
     model, tokenizer, rows = model_and_rows
     stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     expected = [stock_generate(model, r, 12, stop, pad) for r in rows]
-    assert greedy_batch(model, rows, 12, {stop}, pad) == expected
+    assert greedy(model, rows, 12, {stop}, pad) == expected
 
 
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model_and_rows):
@@ -79,9 +80,44 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model_
     stop = next(t for t, n in firsts.most_common() if 1 < n and len({o.index(t) for o in free if t in o}) > 1)
     expected = [stock_generate(model, r, 16, stop, pad) for r in rows]
     assert len({len(e) for e in expected}) > 1, "the planted stop token must end rows at different steps"
-    assert greedy_batch(model, rows, 16, {stop}, pad) == expected
+    assert greedy(model, rows, 16, {stop}, pad) == expected
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+def test_waiting_rows_join_a_running_batch_without_changing_any_answer(model_and_rows, batch_size):
+    """Rows of two templates, more than fit in the batch: as rows stop, the next ones are
+    prefilled and join the batch, right-aligned in a cache rebuilt around them."""
+    model, tokenizer, rows = model_and_rows
+    pad = tokenizer.pad_token_id
+    other = [tokenizer(render(tokenizer, messages_for(t)), add_special_tokens=False)["input_ids"]
+             for t in ("What is two plus two?", "Name a colour.")]
+    mixed = rows + other
+    free = [stock_generate(model, r, 10, None, pad) for r in mixed]
+    stop = Counter(t for out in free for t in set(out[1:])).most_common(1)[0][0]
+    expected = [stock_generate(model, r, 10, stop, pad) for r in mixed]
+    assert len({len(e) for e in expected}) > 2, "rows must leave at different steps for others to join"
+    done: list[int] = []
+    assert greedy(model, mixed, 10, {stop}, pad, batch_size=batch_size, finished=done.append) == expected
+    assert sorted(done) == list(range(len(mixed)))
+
+
+def test_a_kept_prefix_is_extended_to_the_states_a_fresh_run_computes(model_and_rows):
+    import torch
+
+    from gatekeeper.decoding import _prefix_states
+
+    model, _, rows = model_and_rows
+    decoder = model.get_decoder()
+    longer, shorter = rows[0][:30], rows[0][:20]
+    kept: dict = {}
+    _prefix_states(decoder, shorter, kept)
+    extended = _prefix_states(decoder, longer, kept)
+    assert list(kept) == [tuple(shorter), tuple(longer)]
+    fresh = _prefix_states(decoder, longer, {})
+    for (k1, v1), (k2, v2) in zip(extended, fresh):
+        assert k1.shape == k2.shape == (1, k1.shape[1], 30, k1.shape[-1])
+        torch.testing.assert_close(k1, k2, rtol=1e-4, atol=1e-4)  # float32 rounding of other shapes
+        torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-4)
 
 
 def test_reserved_cache_matches_the_dynamic_cache_and_grows_past_its_room(model_and_rows):
@@ -114,7 +150,7 @@ def test_bfloat16_greedy_equals_stock_generate_in_bfloat16(model_and_rows):
     half = copy.deepcopy(model).to(torch.bfloat16)
     stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     expected = [stock_generate(half, r, 12, stop, pad) for r in rows]
-    assert greedy_batch(half, rows, 12, {stop}, pad) == expected
+    assert greedy(half, rows, 12, {stop}, pad) == expected
 
 
 def plain_option_logprob(model, row, option):

@@ -228,11 +228,11 @@ def test_rehearsal_keeps_the_bases_answers_to_other_requests(tmp_path, tiny_base
     held_out = OTHER_REQUESTS[16:]  # never rehearsed
     model, tokenizer = results[True].model, results[True].tokenizer
     with model.disable_adapter():  # the base's answers to requests nobody trained on
-        from gatekeeper.decoding import greedy_batch
+        from gatekeeper.decoding import greedy
         from gatekeeper.hf_runtime import render
 
         prompts = [tokenizer(render(tokenizer, messages_for(t)), add_special_tokens=False)["input_ids"] for t in held_out]
-        answers = [tokenizer.decode(a) for a in greedy_batch(model, prompts, 6, {tokenizer.eos_token_id}, tokenizer.pad_token_id)]
+        answers = [tokenizer.decode(a) for a in greedy(model, prompts, 6, {tokenizer.eos_token_id}, tokenizer.pad_token_id)]
 
     def nll_of_base_answers(result) -> float:
         total = 0.0
