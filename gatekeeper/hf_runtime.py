@@ -170,13 +170,10 @@ class HFRuntime:
             context = tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] if r.messages else [start_id]
             answer = tokenizer(r.continuation, add_special_tokens=False)["input_ids"]
             rows.append((context, answer))
-        # Rows of one template together (raw control texts apart) and of similar length: they
-        # share their prefix, and pad little.
-        order = sorted(range(len(rows)), key=lambda i: (not requests[i].messages, sum(map(len, rows[i]))))
+        lengths = [sum(map(len, row)) for row in rows]
         results: dict[int, LogLikResult] = {}
         with torch.inference_mode(), self._sides(side):
-            for start in range(0, len(rows), self.batch_size):
-                indices = order[start : start + self.batch_size]
+            for indices in similar_rows_chunks([context for context, _ in rows], lengths, self.batch_size):
                 chunk = [rows[i] for i in indices]
                 width = max(len(c) + len(a) for c, a in chunk)
                 ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
@@ -206,9 +203,9 @@ class HFRuntime:
         with self._sides(side):
             for options in dict.fromkeys(r.options for r in requests):  # each closed set, in first-seen order
                 encoded = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
-                same = sorted((i for i, r in enumerate(requests) if r.options == options), key=lambda i: len(rows[i]))
-                for start in range(0, len(same), self.batch_size):
-                    chunk = same[start : start + self.batch_size]
+                same = [i for i, r in enumerate(requests) if r.options == options]
+                for picked in similar_rows_chunks([rows[i] for i in same], [len(rows[i]) for i in same], self.batch_size):
+                    chunk = [same[k] for k in picked]
                     scores = option_logprobs(model, [rows[i] for i in chunk], encoded, tokenizer.pad_token_id)
                     for i, row in zip(chunk, scores.tolist()):
                         results[i] = row
@@ -251,6 +248,52 @@ class HFRuntime:
         from gatekeeper.timing import measure
 
         return measure(self, side, requests, progress)
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def template_groups(contexts: list[list[int]]) -> list[int]:
+    """A group number per row: rows whose contexts share a prefix at least 8 tokens longer than
+    the one all rows share (one prompt template) get a number of their own; rows sharing no
+    such prefix with another row all get -1."""
+    everyone = min((_common(contexts[0], c) for c in contexts), default=0)
+    heads: list[int] = []  # the first row of each group
+    group = []
+    for i, context in enumerate(contexts):
+        k = next((k for k, h in enumerate(heads) if _common(contexts[h], context) >= everyone + 8), None)
+        if k is None:
+            heads.append(i)
+            k = len(heads) - 1
+        group.append(k)
+    sizes = {k: group.count(k) for k in set(group)}
+    return [k if sizes[k] > 1 else -1 for k in group]
+
+
+def similar_rows_chunks(contexts: list[list[int]], lengths: list[int], most: int) -> list[list[int]]:
+    """Row indices in chunks of at most ``most`` rows to run as one padded batch: rows of one
+    template together (they share its prefix, which runs once per chunk), shortest first, and a
+    chunk cut early where padding to its longest row would waste over a quarter of its tokens.
+
+    94 log-likelihood rows in one chunk took 2.4 times as long as in two: the rows of other
+    templates shrank the prefix the chunk shared to the chat template's system turn.
+    """
+    groups = template_groups(contexts)
+    order = sorted(range(len(contexts)), key=lambda i: (groups[i] < 0, groups[i], lengths[i]))
+    chunks: list[list[int]] = []
+    chunk: list[int] = []
+    for i in order:
+        width = max(lengths[i], max((lengths[j] for j in chunk), default=0))
+        if chunk and (len(chunk) == most or groups[i] != groups[chunk[0]]
+                      or (len(chunk) + 1) * width > 1.25 * (sum(lengths[j] for j in chunk) + lengths[i])):
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(i)
+    return chunks + ([chunk] if chunk else [])
 
 
 def load_adapter(model, adapter_dir: Path):

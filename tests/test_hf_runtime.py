@@ -106,3 +106,25 @@ def test_a_bfloat16_runtime_serves_the_adapter_in_bfloat16(tiny_bundle):
     assert {p.dtype for p in served.model.parameters()} == {torch.bfloat16}
     scored = {side: served.loglik(side, [LogLik(PROMPTS[0], " a fixed answer")])[0].logprob for side in ("base", "adapter")}
     assert scored["adapter"] != scored["base"]  # the adapter still acts in bf16
+
+
+def test_rows_of_one_template_run_together_and_pad_little():
+    from gatekeeper.hf_runtime import similar_rows_chunks, template_groups
+
+    system = [1, 2, 3]
+    ticket = system + list(range(10, 30))  # a 20-token task instruction after the system turn
+    tickets = [ticket + [100 + i] * n for i, n in enumerate([5, 9, 6, 40, 7])]
+    others = [system + [7, 7 + i] for i in range(3)]  # no template beyond the system turn
+    contexts = [tickets[0], others[0], tickets[1], others[1], tickets[2], tickets[3], others[2], tickets[4]]
+    groups = template_groups(contexts)
+    assert len({groups[i] for i in (0, 2, 4, 5, 7)}) == 1 and groups[0] >= 0
+    assert {groups[i] for i in (1, 3, 6)} == {-1}
+
+    lengths = [len(c) for c in contexts]
+    chunks = similar_rows_chunks(contexts, lengths, most=3)
+    assert sorted(i for c in chunks for i in c) == list(range(len(contexts)))
+    for chunk in chunks:
+        assert len(chunk) <= 3 and len({groups[i] for i in chunk}) == 1
+    # padding the 32-token ticket to the 63-token one would waste a third of the chunk
+    assert [5] in chunks
+    assert [0, 4, 7] in chunks and [2] in chunks
