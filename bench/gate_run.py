@@ -135,6 +135,29 @@ def written_labels(outputs: list[str], field: str) -> list:
     return [label_of(parse_strict_json(t).value, field) for t in outputs]
 
 
+def parting_margin(prepared, side: str, request, one: str, other: str) -> str:
+    """The logits of the two tokens where two greedy answers part, the prompt run alone.
+
+    Where batching alone changed a greedy token, the two were all but tied:
+    their gap is of the order of the rounding a different matrix shape brings.
+    """
+    import torch
+
+    from gatekeeper.hf_runtime import render
+
+    runtime = prepared.runtime
+    tokenizer = runtime.tokenizer
+    prompt = tokenizer(render(tokenizer, request.messages), add_special_tokens=False)["input_ids"]
+    a, b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (one, other))
+    k = next((j for j in range(min(len(a), len(b))) if a[j] != b[j]), None)
+    if k is None:
+        return "one answer is the other's prefix"
+    with torch.inference_mode(), runtime._sides(side):
+        logits = runtime.model(torch.tensor([prompt + a[:k]], device=runtime.model.device)).logits[0, -1].float()
+    return (f"they part at answer token {k}: {tokenizer.decode(a[k])!r} {float(logits[a[k]]):.5f} against "
+            f"{tokenizer.decode(b[k])!r} {float(logits[b[k]]):.5f} (gap {abs(float(logits[a[k]] - logits[b[k]])):.1e})")
+
+
 def recheck_times(bundle: Path) -> tuple[float, float]:
     from gatekeeper.check import prepare, run_check
 
@@ -201,7 +224,7 @@ def main() -> None:
         for i in range(len(requests)):
             if fast[side][i] != reference[side][i]:
                 print(f"first difference ({side}, prompt {i}):\n  {reference_name}: {reference[side][i]!r}\n"
-                      f"  gatekeeper: {fast[side][i]!r}")
+                      f"  gatekeeper: {fast[side][i]!r}\n  {parting_margin(prepared, side, requests[i], reference[side][i], fast[side][i])}")
                 break
     if cold_s is not None:
         print(f"check cold {cold_s:.1f} s, unchanged re-check {warm_s:.1f} s ({cold_s / warm_s:.0f}x)")

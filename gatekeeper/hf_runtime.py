@@ -204,7 +204,8 @@ class HFRuntime:
             for options in dict.fromkeys(r.options for r in requests):  # each closed set, in first-seen order
                 encoded = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
                 same = [i for i, r in enumerate(requests) if r.options == options]
-                for picked in similar_rows_chunks([rows[i] for i in same], [len(rows[i]) for i in same], self.batch_size):
+                most = max(1, self.batch_size // len(options))  # each prompt runs once per option in the second pass
+                for picked in similar_rows_chunks([rows[i] for i in same], [len(rows[i]) for i in same], most):
                     chunk = [same[k] for k in picked]
                     scores = option_logprobs(model, [rows[i] for i in chunk], encoded, tokenizer.pad_token_id)
                     for i, row in zip(chunk, scores.tolist()):
@@ -258,14 +259,16 @@ def _common(a: list[int], b: list[int]) -> int:
 
 
 def template_groups(contexts: list[list[int]]) -> list[int]:
-    """A group number per row: rows whose contexts share a prefix at least 8 tokens longer than
-    the one all rows share (one prompt template) get a number of their own; rows sharing no
-    such prefix with another row all get -1."""
+    """A group number per row: rows whose contexts share a prefix at least ``MIN_SHARED_PREFIX``
+    tokens longer than the one all rows share (one prompt template) get a number of their own;
+    rows sharing no such prefix with another row all get -1."""
+    from gatekeeper.modeling import MIN_SHARED_PREFIX
+
     everyone = min((_common(contexts[0], c) for c in contexts), default=0)
     heads: list[int] = []  # the first row of each group
     group = []
     for i, context in enumerate(contexts):
-        k = next((k for k, h in enumerate(heads) if _common(contexts[h], context) >= everyone + 8), None)
+        k = next((k for k, h in enumerate(heads) if _common(contexts[h], context) >= everyone + MIN_SHARED_PREFIX), None)
         if k is None:
             heads.append(i)
             k = len(heads) - 1
