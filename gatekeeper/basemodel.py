@@ -9,6 +9,7 @@ ever fetched from a model hub.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import os
@@ -106,16 +107,34 @@ def _converted_gguf(gguf: Path, digest: str) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """transformers parses the GGUF file anew for the config, the tokenizer and the weights
+    (its 49k token strings and merges: 6 s each on a 2-core CPU), and rebuilds the ``gguf``
+    package's tensor-name map for every one of the model's 397 modules (6 s more). Both are
+    pure functions of their arguments, so within one conversion each result is made once."""
+    import functools
+
+    import gguf
+
+    saved = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = functools.lru_cache(maxsize=2)(saved[0])
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=8)(saved[1])
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = saved
+
+
 def _convert(gguf: Path, out: Path) -> None:
     if importlib.util.find_spec("gguf") is None:
         raise MissingDependency("gguf", "reading the embedded GGUF base")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    # Each of these reads parses the GGUF's metadata (49k token strings and their
-    # merges), seconds apiece: the config is read once and handed to the model.
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config)
+    with _gguf_parsed_once():  # the config is also read once and handed to the model
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config)
     # save_pretrained refuses a model that still carries the GGUF quantisation
     # entry, so rebuild the same architecture from a clean config and move the
     # de-quantised weights across.
