@@ -154,8 +154,8 @@ def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict |
 
     Returns the cache (room for ``extra`` more positions), the attention mask
     so far, each row's last hidden state and the position its next token takes.
-    With ``kept`` (and a joinable model) the prefix's keys and values are
-    reused across calls of one decoding run.
+    With ``kept`` (given only for a ``joinable`` model) the prefix's keys and
+    values are reused across calls of one decoding run.
     """
     decoder, _ = parts
     device = decoder.device
@@ -163,7 +163,7 @@ def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict |
     shared = common_prefix_length(rows)
     width = max(len(r) - shared for r in rows)
     cache = reserved_cache(decoder.config, shared + width + extra)
-    if shared and kept is not None and joinable(decoder.config):
+    if shared and kept is not None:
         for layer, (keys, values) in zip(cache.layers, _prefix_states(decoder, rows[0][:shared], kept)):
             layer.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
     elif shared:
@@ -201,7 +201,7 @@ def greedy(model, rows: list[list[int]], max_new_tokens: int, stop_ids: set[int]
     batch_size = batch_size or len(rows)
     can_join = joinable(parts[0].config)
     waiting = collections.deque(sorted(range(len(rows)), key=lambda i: len(rows[i])))
-    kept: dict = {}
+    kept: dict | None = {} if can_join else None
     live: _Live | None = None
     with _collector_paused():
         while waiting or live is not None:
@@ -241,7 +241,7 @@ class _Live:
         return torch.tensor([k for k, r in enumerate(self.rows) if r >= 0], device=self.mask.device)
 
     @classmethod
-    def start(cls, parts, rows, group: list[int], max_new_tokens: int, pad_id: int, kept: dict) -> _Live:
+    def start(cls, parts, rows, group: list[int], max_new_tokens: int, pad_id: int, kept: dict | None) -> _Live:
         """Prefill the prompts ``group`` names; their first tokens come from the prompts' last positions."""
         cache, mask, last, position = _prefill(parts, [rows[i] for i in group], max_new_tokens, pad_id, kept)
         token = parts[1](last).argmax(-1)  # the output layer on the last positions alone (see _forward)

@@ -9,6 +9,7 @@ swapped into the one loaded base for the adapter side (see ``delta.py``).
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 from gatekeeper.basemodel import PICKLED_SUFFIXES, ResolvedBase, serving_profile, tokenizer_fingerprint
@@ -273,7 +274,7 @@ def template_groups(contexts: list[list[int]]) -> list[int]:
             heads.append(i)
             k = len(heads) - 1
         group.append(k)
-    sizes = {k: group.count(k) for k in set(group)}
+    sizes = collections.Counter(group)
     return [k if sizes[k] > 1 else -1 for k in group]
 
 
@@ -289,13 +290,14 @@ def similar_rows_chunks(contexts: list[list[int]], lengths: list[int], most: int
     order = sorted(range(len(contexts)), key=lambda i: (groups[i] < 0, groups[i], lengths[i]))
     chunks: list[list[int]] = []
     chunk: list[int] = []
+    tokens = 0  # the chunk's unpadded length; within a group, row i is the chunk's longest yet
     for i in order:
-        width = max(lengths[i], max((lengths[j] for j in chunk), default=0))
         if chunk and (len(chunk) == most or groups[i] != groups[chunk[0]]
-                      or (len(chunk) + 1) * width > 1.25 * (sum(lengths[j] for j in chunk) + lengths[i])):
+                      or (len(chunk) + 1) * lengths[i] > 1.25 * (tokens + lengths[i])):
             chunks.append(chunk)
-            chunk = []
+            chunk, tokens = [], 0
         chunk.append(i)
+        tokens += lengths[i]
     return chunks + ([chunk] if chunk else [])
 
 
