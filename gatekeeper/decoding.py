@@ -26,7 +26,10 @@ Rows are laid out ``[padding][shared prefix][padding][own suffix][generated]``:
 padding is masked out and position ids count only real tokens, so every row
 sees exactly the positions and context it would see alone. Only floating-point
 rounding depends on the batch (which rows share a matrix product); in float32
-that decides a greedy token only where the two best logits all but tie.
+that decides a greedy token only where the two best logits all but tie. Such a
+step (the two best logits within ``FLOAT32_TIE_MARGIN``) takes the token stock
+``generate`` picks for the prompt alone: in float32 an answer then does not
+depend on which prompts shared its batch.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ def common_prefix_length(rows: list[list[int]]) -> int:
     return n
 
 
+# Batching moves a float32 logit of the embedded model by at most 8.5e-5 against the
+# prompt run alone (measured over 600 steps), so a gap between the two best tokens
+# of more than twice that cannot flip; 1e-3 leaves room for deeper or wider models.
+FLOAT32_TIE_MARGIN = 1e-3
 PREFILL_ROWS = 16  # prompts prefilled together: few enough that a group of similar lengths pads little
 KEPT_PREFIXES = 8  # shared prefixes whose keys and values a call keeps for later groups
 
@@ -104,6 +111,54 @@ class _ReservedLayer(DynamicLayer):
             self.keys, self.values = self._keys[..., : self.filled, :], self._values[..., : self.filled, :]
 
 
+class _JointCache:
+    """Each layer's keys and values for a batch put together from several parts (rows already decoding,
+    groups being prefilled), allocated when the first part writes to the layer.
+
+    A part occupies a block of rows, right-aligned: the columns left of it are
+    zeros (masked out, but never uninitialised memory: NaN * 0 is NaN).
+    """
+
+    def __init__(self, rows: int, room: int):
+        self.rows, self.room = rows, room
+        self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def storage(self, index: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``index``'s keys and values, allocated like ``keys`` and ``values`` on first use."""
+        if index not in self.layers:
+            self.layers[index] = tuple(t.new_empty((self.rows, t.shape[1], self.room, t.shape[-1])) for t in (keys, values))
+        return self.layers[index]
+
+    def place(self, index: int, keys, values, row: int, column: int) -> None:
+        """Copy existing keys and values in at ``row``, starting at ``column``."""
+        for new, old in zip(self.storage(index, keys, values), (keys, values)):
+            new[row : row + len(old), :, :column] = 0
+            new[row : row + len(old), :, column : column + old.shape[-2]] = old
+
+    def group_cache(self, config, rows: slice, column: int):
+        """A cache whose layers write rows ``rows`` of this one, from ``column`` on."""
+        cache = DynamicCache(config=config)
+        cache.layers = [_GroupLayer(self, index, rows, column) for index in range(len(cache.layers))]
+        return cache
+
+
+class _GroupLayer(_ReservedLayer):
+    """A reserved cache layer whose room is a block of a ``_JointCache``."""
+
+    def __init__(self, joint: _JointCache, index: int, rows: slice, column: int):
+        super().__init__(room=0)
+        self.joint, self.index, self.rows, self.column = joint, index, rows, column
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            keys, values = self.joint.storage(self.index, key_states, value_states)
+            for t in (keys, values):
+                t[self.rows, :, : self.column] = 0
+            self._keys, self._values = keys[self.rows, :, self.column :], values[self.rows, :, self.column :]
+        return super().update(key_states, value_states, *args, **kwargs)
+
+
 def reserved_cache(config, room: int):
     """A cache whose plain (full-attention) layers reserve ``room`` positions; other layer kinds stay stock."""
     cache = DynamicCache(config=config)
@@ -119,12 +174,51 @@ def joinable(config) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
 
 
-def _forward(parts, ids, mask, positions, cache):
-    # The body, then the output layer on each row's last position as a 2-D product: with
-    # ``logits_to_keep`` a bfloat16 CPU matmul broadcasts the (576 x 49k) head to every row first.
+def tie_margin(model) -> float | None:
+    """The logit gap below which a greedy pick is settled alone: float32 models only.
+
+    In bfloat16 batching moves logits by about their rounding step (0.125 at a
+    logit of 20): 3% of the embedded model's picks are exact ties there, and
+    settling them all would cost more than batching saves.
+    """
+    decoder, head = decoder_and_head(model)
+    quantized = getattr(decoder.config, "quantization_config", None) is not None
+    return FLOAT32_TIE_MARGIN if head.weight.dtype == torch.float32 and not quantized else None
+
+
+def _pick(head, hidden: torch.Tensor, margin: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each row's greedy token from its last hidden state, and (with a margin) whether it all but tied.
+
+    The output layer runs as a 2-D product on the last positions alone: with
+    ``logits_to_keep`` a bfloat16 CPU matmul broadcasts the (576 x 49k) head to every row first.
+    """
+    logits = head(hidden)
+    if margin is None:
+        return logits.argmax(-1), None
+    best = logits.topk(2, dim=-1)
+    return best.indices[:, 0], (best.values[:, 0] - best.values[:, 1]) < margin
+
+
+def _forward(parts, ids, mask, positions, cache, margin):
     decoder, head = parts
     hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    return head(hidden.last_hidden_state[:, -1]).argmax(-1), cache
+    return _pick(head, hidden.last_hidden_state[:, -1], margin)
+
+
+def token_alone(model, row: list[int], answer: list[int], pad_id: int) -> int | None:
+    """The token stock ``generate`` picks after ``answer`` with the prompt ``row`` run alone, at batch one.
+
+    The plain path every batched answer is held to; it settles near-ties. It
+    regenerates ``answer`` on the way (a stop token kept out of it, as the
+    batch kept it out), so it costs one prompt's decoding up to this point.
+    None where the prompt alone does not write ``answer``: an earlier pick
+    moved by more than the margin, and there is no tie left to settle here.
+    """
+    ids = torch.tensor([row], device=model.device)
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=pad_id,
+                         min_new_tokens=len(answer), max_new_tokens=len(answer) + 1)
+    new = out[0, len(row):].tolist()
+    return new[-1] if new[:-1] == answer else None
 
 
 def _prefix_states(decoder, prefix: list[int], kept: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -149,20 +243,26 @@ def _prefix_states(decoder, prefix: list[int], kept: dict) -> list[tuple[torch.T
     return kept[key]
 
 
-def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict | None = None):
+def _layout(rows: list[list[int]]) -> tuple[int, int]:
+    """The shared prefix's length and the longest own suffix: a prefilled group is their sum wide."""
+    shared = common_prefix_length(rows)
+    return shared, max(len(r) - shared for r in rows)
+
+
+def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict | None = None, cache=None):
     """Run every prompt once: the shared prefix as a batch of one, then each row's own suffix.
 
-    Returns the cache (room for ``extra`` more positions), the attention mask
-    so far, each row's last hidden state and the position its next token takes.
-    With ``kept`` (given only for a ``joinable`` model) the prefix's keys and
-    values are reused across calls of one decoding run.
+    Returns the cache (room for ``extra`` more positions, or the ``cache``
+    given, whose room must suffice), the attention mask so far, each row's last
+    hidden state and the position its next token takes. With ``kept`` (given
+    only for a ``joinable`` model) the prefix's keys and values are reused
+    across calls of one decoding run.
     """
     decoder, _ = parts
     device = decoder.device
     batch = len(rows)
-    shared = common_prefix_length(rows)
-    width = max(len(r) - shared for r in rows)
-    cache = reserved_cache(decoder.config, shared + width + extra)
+    shared, width = _layout(rows)
+    cache = cache if cache is not None else reserved_cache(decoder.config, shared + width + extra)
     if shared and kept is not None:
         for layer, (keys, values) in zip(cache.layers, _prefix_states(decoder, rows[0][:shared], kept)):
             layer.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
@@ -184,20 +284,31 @@ def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict |
     return cache, mask, hidden.last_hidden_state[:, -1], positions[:, -1] + 1
 
 
+AUTO = "auto"
+
+
 @torch.inference_mode()
 def greedy(model, rows: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int, *,
-           batch_size: int | None = None, finished: Callable[[int], None] | None = None) -> list[list[int]]:
+           batch_size: int | None = None, finished: Callable[[int], None] | None = None,
+           margin: float | None | str = AUTO) -> list[list[int]]:
     """Greedy continuations of ``rows`` (token ids), each ending before its first stop token.
 
     At most ``batch_size`` rows decode at once (all of them when None). Once a
     quarter of the batch has finished, waiting rows are prefilled and join it.
     Rows start shortest first, so that each group pads little and shares its
     longest prefix. ``finished(i)`` is called as row ``i`` completes.
+
+    Where a row's two best logits are within ``margin`` of each other, the
+    row takes the token it gets alone (``token_alone``); by default
+    ``tie_margin(model)``, None to never.
     """
     outputs: list[list[int]] = [[] for _ in rows]
     if max_new_tokens < 1 or not rows:
         return outputs
     parts = decoder_and_head(model)
+    margin = tie_margin(model) if margin == AUTO else margin
+    decoding = _Decoding(parts, margin, max_new_tokens, stop_ids, pad_id, finished,
+                         lambda i, answer: token_alone(model, rows[i], answer, pad_id))
     batch_size = batch_size or len(rows)
     can_join = joinable(parts[0].config)
     waiting = collections.deque(sorted(range(len(rows)), key=lambda i: len(rows[i])))
@@ -209,11 +320,22 @@ def greedy(model, rows: list[list[int]], max_new_tokens: int, stop_ids: set[int]
             if waiting and (live is None or (can_join and free >= min(len(waiting), max(1, batch_size // 4)))):
                 group = [waiting.popleft() for _ in range(min(free, len(waiting)))]
                 step = PREFILL_ROWS if can_join else len(group)
-                fresh = [_Live.start(parts, rows, group[k : k + step], max_new_tokens, pad_id, kept)
-                         for k in range(0, len(group), step)]
-                live = _Live.join(parts, ([live] if live is not None else []) + fresh, max_new_tokens)
-            live = live.advance(parts, outputs, max_new_tokens, stop_ids, finished)
+                live = _Live.admit(decoding, live, rows, [group[k : k + step] for k in range(0, len(group), step)], kept)
+            live = live.advance(decoding, outputs)
     return outputs
+
+
+@dataclass
+class _Decoding:
+    """What every step of one ``greedy`` call needs besides the rows."""
+
+    parts: tuple
+    margin: float | None
+    max_new_tokens: int
+    stop_ids: set[int]
+    pad_id: int
+    finished: Callable[[int], None] | None
+    alone: Callable[[int, list[int]], int]  # the next token of row i after an answer, the row run by itself
 
 
 @dataclass
@@ -230,6 +352,7 @@ class _Live:
     mask: torch.Tensor  # (rows, width), 1 over each row's real tokens
     position: torch.Tensor  # (rows,) the position each row's next token takes
     token: torch.Tensor  # (rows,) each row's newest token
+    tied: torch.Tensor | None  # (rows,) whether that token all but tied with the runner-up
     rows: list[int]  # which of the caller's rows; -1 once finished
 
     @property
@@ -241,63 +364,77 @@ class _Live:
         return torch.tensor([k for k, r in enumerate(self.rows) if r >= 0], device=self.mask.device)
 
     @classmethod
-    def start(cls, parts, rows, group: list[int], max_new_tokens: int, pad_id: int, kept: dict | None) -> _Live:
+    def start(cls, decoding: _Decoding, rows, group: list[int], kept: dict | None) -> _Live:
         """Prefill the prompts ``group`` names; their first tokens come from the prompts' last positions."""
-        cache, mask, last, position = _prefill(parts, [rows[i] for i in group], max_new_tokens, pad_id, kept)
-        token = parts[1](last).argmax(-1)  # the output layer on the last positions alone (see _forward)
-        return cls(cache, mask, position, token, list(group))
+        cache, mask, last, position = _prefill(decoding.parts, [rows[i] for i in group], decoding.max_new_tokens,
+                                               decoding.pad_id, kept)
+        token, tied = _pick(decoding.parts[1], last, decoding.margin)
+        return cls(cache, mask, position, token, tied, list(group))
 
     @classmethod
-    def join(cls, parts, batches: list[_Live], max_new_tokens: int) -> _Live:
-        """One batch of the unfinished rows of several: each row right-aligned in a cache as wide as the widest.
+    def admit(cls, decoding: _Decoding, live: _Live | None, rows, groups: list[list[int]], kept: dict | None) -> _Live:
+        """One batch of the unfinished rows of ``live`` and the prompts ``groups`` name, each group prefilled
+        straight into its place in the batch's cache (no copy of a group's own cache).
 
-        Columns no row uses any more (the prompts of rows that have left) are
-        dropped; the new padding holds zeros and is masked out.
+        Every row is right-aligned in a cache as wide as the widest: columns no
+        live row uses any more (the prompts of rows that have left) are
+        dropped, and the new padding holds zeros and is masked out.
         """
-        if len(batches) == 1 and batches[0].size == len(batches[0].rows):
-            return batches[0]
-        # a batch whose rows all go on is read through a view; otherwise its unfinished rows are picked
-        picks = [slice(None) if b.size == len(b.rows) else b.unfinished() for b in batches]
-        masks = [b.mask[pick] for b, pick in zip(batches, picks)]
-        firsts = [int(torch.nonzero(m.any(0))[0]) for m in masks]
-        width = max(m.shape[1] - first for m, first in zip(masks, firsts))
-        spans = []  # (first row, rows, first column) of each batch in the joined one
-        for m, first in zip(masks, firsts):
-            spans.append((spans[-1][0] + spans[-1][1] if spans else 0, len(m), width - (m.shape[1] - first)))
-        size = spans[-1][0] + spans[-1][1]
-        layers = []
-        for per_batch in zip(*(b.cache.layers for b in batches)):
-            keys, values = (t.new_empty((size, t.shape[1], width + max_new_tokens, t.shape[-1]))
-                            for t in (per_batch[0].keys, per_batch[0].values))
-            for layer, pick, first, (row, count, column) in zip(per_batch, picks, firsts, spans):
-                for new, old in ((keys, layer.keys), (values, layer.values)):
-                    new[row : row + count, :, :column] = 0  # masked, but never uninitialised memory (NaN * 0 is NaN)
-                    new[row : row + count, :, column:width] = old[pick, :, first:]
-            layers.append(_ReservedLayer.holding(keys, values, width))
-        mask = masks[0].new_zeros((size, width))
-        for m, first, (row, count, column) in zip(masks, firsts, spans):
-            mask[row : row + count, column:] = m[:, first:]
-        cache = DynamicCache(config=parts[0].config)
-        cache.layers = layers
-        position, token = (torch.cat([getattr(b, name)[pick] for b, pick in zip(batches, picks)])
-                           for name in ("position", "token"))
-        return cls(cache, mask, position, token, [r for b in batches for r in b.rows if r >= 0])
+        if live is None and len(groups) == 1:  # the group's own cache is the batch's
+            return cls.start(decoding, rows, groups[0], kept)
+        config, extra = decoding.parts[0].config, decoding.max_new_tokens
+        blocks = []  # (mask, position, token, tied, rows) of each block of rows, top to bottom
+        if live is not None:
+            # a batch whose rows all go on is read through a view; otherwise its unfinished rows are picked
+            pick = slice(None) if live.size == len(live.rows) else live.unfinished()
+            mask = live.mask[pick]
+            first = int(torch.nonzero(mask.any(0))[0])  # the columns before held prompts of rows that left
+            blocks.append((mask[:, first:], live.position[pick], live.token[pick],
+                           None if live.tied is None else live.tied[pick], [r for r in live.rows if r >= 0]))
+        widths = [sum(_layout([rows[i] for i in g])) for g in groups]
+        width = max(widths + [b[0].shape[1] for b in blocks])
+        joint = _JointCache(sum(len(b[4]) for b in blocks) + sum(map(len, groups)), width + extra)
+        if live is not None:
+            for index, layer in enumerate(live.cache.layers):
+                joint.place(index, layer.keys[pick, :, first:], layer.values[pick, :, first:], 0, width - blocks[0][0].shape[1])
+        offset = len(blocks[0][4]) if blocks else 0
+        for group, group_width in zip(groups, widths):
+            cache = joint.group_cache(config, slice(offset, offset + len(group)), width - group_width)
+            _, mask, last, position = _prefill(decoding.parts, [rows[i] for i in group], extra, decoding.pad_id, kept, cache)
+            blocks.append((mask, position, *_pick(decoding.parts[1], last, decoding.margin), group))
+            offset += len(group)
+        full_mask = blocks[0][0].new_zeros((offset, width))
+        row = 0
+        for block_mask, *_ in blocks:
+            full_mask[row : row + len(block_mask), width - block_mask.shape[1] :] = block_mask
+            row += len(block_mask)
+        cache = DynamicCache(config=config)
+        cache.layers = [_ReservedLayer.holding(*joint.layers[index], width) for index in range(len(cache.layers))]
+        position, token = (torch.cat([b[k] for b in blocks]) for k in (1, 2))
+        tied = None if decoding.margin is None else torch.cat([b[3] for b in blocks])
+        return cls(cache, full_mask, position, token, tied, [r for b in blocks for r in b[4]])
 
-    def advance(self, parts, outputs, max_new_tokens, stop_ids, finished) -> _Live | None:
+    def advance(self, decoding: _Decoding, outputs) -> _Live | None:
         """Record each row's newest token, mark finished rows, and run one more position.
 
-        None when no row is left.
+        A row whose newest token all but tied takes the one it picks alone
+        instead. None when no row is left.
         """
+        tied = self.tied.tolist() if self.tied is not None else [False] * len(self.rows)
         for k, (row, token) in enumerate(zip(self.rows, self.token.tolist())):
             if row < 0:
                 continue
-            stopped = token in stop_ids
+            alone = decoding.alone(row, outputs[row]) if tied[k] else None
+            if alone is not None:
+                token = alone
+                self.token[k] = token  # the token fed to the next step
+            stopped = token in decoding.stop_ids
             if not stopped:
                 outputs[row].append(token)
-            if stopped or len(outputs[row]) == max_new_tokens:
+            if stopped or len(outputs[row]) == decoding.max_new_tokens:
                 self.rows[k] = -1
-                if finished:
-                    finished(row)
+                if decoding.finished:
+                    decoding.finished(row)
         left = self.size
         if left == 0:
             return None
@@ -307,7 +444,8 @@ class _Live:
             self.mask, self.position, self.token = (t[keep] for t in (self.mask, self.position, self.token))
             self.rows = [r for r in self.rows if r >= 0]
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
-        self.token, _ = _forward(parts, self.token[:, None], self.mask, self.position[:, None], self.cache)
+        self.token, self.tied = _forward(decoding.parts, self.token[:, None], self.mask, self.position[:, None],
+                                         self.cache, decoding.margin)
         self.position = self.position + 1
         return self
 

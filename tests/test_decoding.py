@@ -67,7 +67,7 @@ def test_fast_greedy_equals_stock_generate(model_and_rows):
     model, tokenizer, rows = model_and_rows
     stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     expected = [stock_generate(model, r, 12, stop, pad) for r in rows]
-    assert greedy(model, rows, 12, {stop}, pad) == expected
+    assert greedy(model, rows, 12, {stop}, pad, margin=None) == expected
 
 
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model_and_rows):
@@ -80,13 +80,18 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model_
     stop = next(t for t, n in firsts.most_common() if 1 < n and len({o.index(t) for o in free if t in o}) > 1)
     expected = [stock_generate(model, r, 16, stop, pad) for r in rows]
     assert len({len(e) for e in expected}) > 1, "the planted stop token must end rows at different steps"
-    assert greedy(model, rows, 16, {stop}, pad) == expected
+    assert greedy(model, rows, 16, {stop}, pad, margin=None) == expected
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 4])
-def test_waiting_rows_join_a_running_batch_without_changing_any_answer(model_and_rows, batch_size):
+@pytest.mark.parametrize(("batch_size", "prefill_rows"), [(1, 16), (2, 16), (4, 16), (4, 3), (None, 3)])
+def test_waiting_rows_join_a_running_batch_without_changing_any_answer(model_and_rows, monkeypatch, batch_size,
+                                                                       prefill_rows):
     """Rows of two templates, more than fit in the batch: as rows stop, the next ones are
-    prefilled and join the batch, right-aligned in a cache rebuilt around them."""
+    prefilled and join the batch, right-aligned in a cache rebuilt around them. With
+    groups of three, several groups are prefilled into one cache, at the start and later."""
+    import gatekeeper.decoding as decoding
+
+    monkeypatch.setattr(decoding, "PREFILL_ROWS", prefill_rows)
     model, tokenizer, rows = model_and_rows
     pad = tokenizer.pad_token_id
     other = [tokenizer(render(tokenizer, messages_for(t)), add_special_tokens=False)["input_ids"]
@@ -97,8 +102,86 @@ def test_waiting_rows_join_a_running_batch_without_changing_any_answer(model_and
     expected = [stock_generate(model, r, 10, stop, pad) for r in mixed]
     assert len({len(e) for e in expected}) > 2, "rows must leave at different steps for others to join"
     done: list[int] = []
-    assert greedy(model, mixed, 10, {stop}, pad, batch_size=batch_size, finished=done.append) == expected
+    assert greedy(model, mixed, 10, {stop}, pad, batch_size=batch_size, finished=done.append, margin=None) == expected
     assert sorted(done) == list(range(len(mixed)))
+
+
+def smallest_gap(model, row, max_new_tokens, stop_id, pad_id) -> float:
+    """The least gap between the two best logits along the row's greedy answer, the row run alone."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long),
+                             do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop_id,
+                             pad_token_id=pad_id, output_logits=True, return_dict_in_generate=True)
+    gaps = []
+    for logits, token in zip(out.logits, out.sequences[0, len(row):].tolist()):
+        best = logits[0].topk(2).values
+        gaps.append(float(best[0] - best[1]))
+        if token == stop_id:
+            break
+    return min(gaps)
+
+
+@pytest.mark.parametrize("batch_size", [2, 8])
+def test_rows_that_all_but_tie_take_the_token_they_get_alone(model_and_rows, monkeypatch, batch_size):
+    """A margin between the rows' smallest gaps: the rows below it, and only they, have a step settled
+    by stock ``generate`` at batch one, and every answer is still the one each prompt gets alone."""
+    import gatekeeper.decoding as decoding
+
+    model, tokenizer, rows = model_and_rows
+    stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    gaps = sorted((smallest_gap(model, r, 12, stop, pad), i) for i, r in enumerate(rows))
+    # the margin halfway across the widest step between neighbouring gaps: far from every row's gap
+    _, k = max((b[0] - a[0], k) for k, (a, b) in enumerate(zip(gaps, gaps[1:])))
+    margin = (gaps[k][0] + gaps[k + 1][0]) / 2
+    assert gaps[k + 1][0] - gaps[k][0] > 1e-3  # batching moves a float32 gap by far less
+    settled, alone = [], decoding.token_alone
+
+    def spy(model, row, answer, pad_id):
+        settled.append(row)
+        return alone(model, row, answer, pad_id)
+
+    monkeypatch.setattr(decoding, "token_alone", spy)
+    answers = greedy(model, rows, 12, {stop}, pad, batch_size=batch_size, margin=margin)
+    assert answers == [stock_generate(model, r, 12, stop, pad) for r in rows]
+    assert sorted({rows.index(r) for r in settled}) == sorted(i for _, i in gaps[: k + 1])
+
+
+def test_the_token_alone_is_the_next_one_stock_generate_writes(model_and_rows):
+    from gatekeeper.decoding import token_alone
+
+    model, tokenizer, rows = model_and_rows
+    pad = tokenizer.pad_token_id
+    for row in rows[:3]:
+        answer = stock_generate(model, row, 8, None, pad)
+        assert [token_alone(model, row, answer[:k], pad) for k in range(8)] == answer
+        assert token_alone(model, row, [answer[1]] * 3, pad) is None  # not the prompt's own path: nothing to settle
+
+
+def test_a_settled_token_is_the_one_the_row_goes_on_from(model_and_rows, monkeypatch):
+    """Where the token alone differs from the batch's pick, the row records it and decodes on from it."""
+    import gatekeeper.decoding as decoding
+
+    model, tokenizer, rows = model_and_rows
+    pad, row = tokenizer.pad_token_id, rows[0]
+    answer = stock_generate(model, row, 10, None, pad)
+    planted = next(t for t in range(100, 1000) if t not in answer)
+    monkeypatch.setattr(decoding, "token_alone", lambda model, r, so_far, pad_id: planted if len(so_far) == 3 else None)
+    got = greedy(model, [row, rows[1]], 10, set(), pad, margin=float("inf"))  # every step asks; only step 3 differs
+    assert got[0] == answer[:3] + [planted] + stock_generate(model, row + answer[:3] + [planted], 6, None, pad)
+
+
+def test_ties_are_settled_in_float32_only(model_and_rows):
+    import copy
+
+    import torch
+
+    from gatekeeper.decoding import FLOAT32_TIE_MARGIN, tie_margin
+
+    model, _, _ = model_and_rows
+    assert tie_margin(model) == FLOAT32_TIE_MARGIN
+    assert tie_margin(copy.deepcopy(model).to(torch.bfloat16)) is None
 
 
 def test_a_kept_prefix_is_extended_to_the_states_a_fresh_run_computes(model_and_rows):
