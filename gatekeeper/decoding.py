@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from gatekeeper.fused import FusedLora
 from gatekeeper.modeling import decoder_and_head, token_logprobs
 
 
@@ -307,14 +308,15 @@ def greedy(model, rows: list[list[int]], max_new_tokens: int, stop_ids: set[int]
         return outputs
     parts = decoder_and_head(model)
     margin = tie_margin(model) if margin == AUTO else margin
+    fused = FusedLora(model)
     decoding = _Decoding(parts, margin, max_new_tokens, stop_ids, pad_id, finished,
-                         lambda i, answer: token_alone(model, rows[i], answer, pad_id))
+                         lambda i, answer: fused.plain(token_alone, model, rows[i], answer, pad_id))
     batch_size = batch_size or len(rows)
     can_join = joinable(parts[0].config)
     waiting = collections.deque(sorted(range(len(rows)), key=lambda i: len(rows[i])))
     kept: dict | None = {} if can_join else None
     live: _Live | None = None
-    with _collector_paused():
+    with _collector_paused(), fused:
         while waiting or live is not None:
             free = batch_size - (live.size if live is not None else 0)
             if waiting and (live is None or (can_join and free >= min(len(waiting), max(1, batch_size // 4)))):

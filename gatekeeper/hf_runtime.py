@@ -162,6 +162,7 @@ class HFRuntime:
     def loglik(self, side: Side, requests: list[LogLik], progress: Progress | None = None) -> list[LogLikResult]:
         import torch
 
+        from gatekeeper.fused import FusedLora
         from gatekeeper.modeling import target_logprobs
 
         tokenizer, model = self.tokenizer, self.model
@@ -173,7 +174,7 @@ class HFRuntime:
             rows.append((context, answer))
         lengths = [sum(map(len, row)) for row in rows]
         results: dict[int, LogLikResult] = {}
-        with torch.inference_mode(), self._sides(side):
+        with torch.inference_mode(), self._sides(side), FusedLora(model):
             for indices in similar_rows_chunks([context for context, _ in rows], lengths, self.batch_size):
                 chunk = [rows[i] for i in indices]
                 width = max(len(c) + len(a) for c, a in chunk)
@@ -197,11 +198,12 @@ class HFRuntime:
     def choose(self, side: Side, requests: list[Choose], progress: Progress | None = None) -> list[list[float]]:
         """Each option's summed log-probability after each prompt, options tokenized as training writes answers."""
         from gatekeeper.decoding import option_logprobs
+        from gatekeeper.fused import FusedLora
 
         tokenizer, model = self.tokenizer, self.model
         rows = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in requests]
         results: list[list[float]] = [[] for _ in requests]
-        with self._sides(side):
+        with self._sides(side), FusedLora(model):
             for options in dict.fromkeys(r.options for r in requests):  # each closed set, in first-seen order
                 encoded = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
                 same = [i for i, r in enumerate(requests) if r.options == options]
