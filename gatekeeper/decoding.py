@@ -39,6 +39,7 @@ import contextlib
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -124,17 +125,19 @@ class _JointCache:
         self.rows, self.room = rows, room
         self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def storage(self, index: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer ``index``'s keys and values, allocated like ``keys`` and ``values`` on first use."""
+    def block(self, index: int, keys: torch.Tensor, values: torch.Tensor, rows, column: int):
+        """Layer ``index``'s keys and values for ``rows`` from ``column`` on, the columns left of it
+        zeroed; the layer's storage is allocated like ``keys`` and ``values`` on first use."""
         if index not in self.layers:
             self.layers[index] = tuple(t.new_empty((self.rows, t.shape[1], self.room, t.shape[-1])) for t in (keys, values))
-        return self.layers[index]
+        for t in self.layers[index]:
+            t[rows, :, :column] = 0
+        return tuple(t[rows, :, column:] for t in self.layers[index])
 
     def place(self, index: int, keys, values, row: int, column: int) -> None:
         """Copy existing keys and values in at ``row``, starting at ``column``."""
-        for new, old in zip(self.storage(index, keys, values), (keys, values)):
-            new[row : row + len(old), :, :column] = 0
-            new[row : row + len(old), :, column : column + old.shape[-2]] = old
+        for new, old in zip(self.block(index, keys, values, slice(row, row + len(keys)), column), (keys, values)):
+            new[..., : old.shape[-2], :] = old
 
     def group_cache(self, config, rows: slice, column: int):
         """A cache whose layers write rows ``rows`` of this one, from ``column`` on."""
@@ -153,10 +156,7 @@ class _GroupLayer(_ReservedLayer):
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-            keys, values = self.joint.storage(self.index, key_states, value_states)
-            for t in (keys, values):
-                t[self.rows, :, : self.column] = 0
-            self._keys, self._values = keys[self.rows, :, self.column :], values[self.rows, :, self.column :]
+            self._keys, self._values = self.joint.block(self.index, key_states, value_states, self.rows, self.column)
         return super().update(key_states, value_states, *args, **kwargs)
 
 
@@ -337,7 +337,17 @@ class _Decoding:
     stop_ids: set[int]
     pad_id: int
     finished: Callable[[int], None] | None
-    alone: Callable[[int, list[int]], int]  # the next token of row i after an answer, the row run by itself
+    alone: Callable[[int, list[int]], int | None]  # the next token of row i after an answer, the row run by itself
+
+
+class _Block(NamedTuple):
+    """A block of rows of a batch being put together: rows already decoding, or a prefilled group."""
+
+    mask: torch.Tensor
+    position: torch.Tensor
+    token: torch.Tensor
+    tied: torch.Tensor | None
+    rows: list[int]
 
 
 @dataclass
@@ -385,36 +395,36 @@ class _Live:
         if live is None and len(groups) == 1:  # the group's own cache is the batch's
             return cls.start(decoding, rows, groups[0], kept)
         config, extra = decoding.parts[0].config, decoding.max_new_tokens
-        blocks = []  # (mask, position, token, tied, rows) of each block of rows, top to bottom
+        blocks: list[_Block] = []  # top to bottom
         if live is not None:
             # a batch whose rows all go on is read through a view; otherwise its unfinished rows are picked
             pick = slice(None) if live.size == len(live.rows) else live.unfinished()
             mask = live.mask[pick]
             first = int(torch.nonzero(mask.any(0))[0])  # the columns before held prompts of rows that left
-            blocks.append((mask[:, first:], live.position[pick], live.token[pick],
-                           None if live.tied is None else live.tied[pick], [r for r in live.rows if r >= 0]))
+            blocks.append(_Block(mask[:, first:], live.position[pick], live.token[pick],
+                                 None if live.tied is None else live.tied[pick], [r for r in live.rows if r >= 0]))
         widths = [sum(_layout([rows[i] for i in g])) for g in groups]
-        width = max(widths + [b[0].shape[1] for b in blocks])
-        joint = _JointCache(sum(len(b[4]) for b in blocks) + sum(map(len, groups)), width + extra)
+        width = max(widths + [b.mask.shape[1] for b in blocks])
+        joint = _JointCache(sum(len(b.rows) for b in blocks) + sum(map(len, groups)), width + extra)
         if live is not None:
             for index, layer in enumerate(live.cache.layers):
-                joint.place(index, layer.keys[pick, :, first:], layer.values[pick, :, first:], 0, width - blocks[0][0].shape[1])
-        offset = len(blocks[0][4]) if blocks else 0
+                joint.place(index, layer.keys[pick, :, first:], layer.values[pick, :, first:], 0, width - blocks[0].mask.shape[1])
+        offset = len(blocks[0].rows) if blocks else 0
         for group, group_width in zip(groups, widths):
             cache = joint.group_cache(config, slice(offset, offset + len(group)), width - group_width)
             _, mask, last, position = _prefill(decoding.parts, [rows[i] for i in group], extra, decoding.pad_id, kept, cache)
-            blocks.append((mask, position, *_pick(decoding.parts[1], last, decoding.margin), group))
+            blocks.append(_Block(mask, position, *_pick(decoding.parts[1], last, decoding.margin), group))
             offset += len(group)
-        full_mask = blocks[0][0].new_zeros((offset, width))
+        full_mask = blocks[0].mask.new_zeros((offset, width))
         row = 0
-        for block_mask, *_ in blocks:
-            full_mask[row : row + len(block_mask), width - block_mask.shape[1] :] = block_mask
-            row += len(block_mask)
+        for block in blocks:
+            full_mask[row : row + len(block.mask), width - block.mask.shape[1] :] = block.mask
+            row += len(block.mask)
         cache = DynamicCache(config=config)
         cache.layers = [_ReservedLayer.holding(*joint.layers[index], width) for index in range(len(cache.layers))]
-        position, token = (torch.cat([b[k] for b in blocks]) for k in (1, 2))
-        tied = None if decoding.margin is None else torch.cat([b[3] for b in blocks])
-        return cls(cache, full_mask, position, token, tied, [r for b in blocks for r in b[4]])
+        position, token = (torch.cat([getattr(b, name) for b in blocks]) for name in ("position", "token"))
+        tied = None if decoding.margin is None else torch.cat([b.tied for b in blocks])
+        return cls(cache, full_mask, position, token, tied, [r for b in blocks for r in b.rows])
 
     def advance(self, decoding: _Decoding, outputs) -> _Live | None:
         """Record each row's newest token, mark finished rows, and run one more position.
