@@ -17,6 +17,9 @@ Savings, none of which changes what greedy decoding picks:
   prompt, not to the longest of the batch.
 - **No full-vocabulary logits for the prompt.** Only the last position of the
   prompt is projected through the output layer.
+- **Few float32 logits.** A float32 model's output layer runs in bfloat16
+  where that is native, and only the tokens the rounding could put within
+  reach of a row's best get float32 logits (``gatekeeper/head.py``).
 - **No copying the cache every step.** transformers' dynamic cache
   concatenates each step's keys and values onto the whole cache, which copies
   it every step (more than half of a decoding step on a CPU at batch 64). Here
@@ -45,6 +48,7 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from gatekeeper.fused import FusedLora
+from gatekeeper.head import head_picker
 from gatekeeper.modeling import decoder_and_head, token_logprobs
 
 
@@ -187,23 +191,10 @@ def tie_margin(model) -> float | None:
     return FLOAT32_TIE_MARGIN if head.weight.dtype == torch.float32 and not quantized else None
 
 
-def _pick(head, hidden: torch.Tensor, margin: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each row's greedy token from its last hidden state, and (with a margin) whether it all but tied.
-
-    The output layer runs as a 2-D product on the last positions alone: with
-    ``logits_to_keep`` a bfloat16 CPU matmul broadcasts the (576 x 49k) head to every row first.
-    """
-    logits = head(hidden)
-    if margin is None:
-        return logits.argmax(-1), None
-    best = logits.topk(2, dim=-1)
-    return best.indices[:, 0], (best.values[:, 0] - best.values[:, 1]) < margin
-
-
-def _forward(parts, ids, mask, positions, cache, margin):
-    decoder, head = parts
-    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    return _pick(head, hidden.last_hidden_state[:, -1], margin)
+def _forward(decoding: _Decoding, ids, mask, positions, cache):
+    hidden = decoding.parts[0](input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                               use_cache=True)
+    return decoding.pick(hidden.last_hidden_state[:, -1])
 
 
 def token_alone(model, row: list[int], answer: list[int], pad_id: int) -> int | None:
@@ -309,7 +300,7 @@ def greedy(model, rows: list[list[int]], max_new_tokens: int, stop_ids: set[int]
     parts = decoder_and_head(model)
     margin = tie_margin(model) if margin == AUTO else margin
     fused = FusedLora(model)
-    decoding = _Decoding(parts, margin, max_new_tokens, stop_ids, pad_id, finished,
+    decoding = _Decoding(parts, head_picker(parts[1], margin), margin, max_new_tokens, stop_ids, pad_id, finished,
                          lambda i, answer: fused.plain(token_alone, model, rows[i], answer, pad_id))
     batch_size = batch_size or len(rows)
     can_join = joinable(parts[0].config)
@@ -332,6 +323,7 @@ class _Decoding:
     """What every step of one ``greedy`` call needs besides the rows."""
 
     parts: tuple
+    pick: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]  # last hidden states -> (tokens, tied)
     margin: float | None
     max_new_tokens: int
     stop_ids: set[int]
@@ -380,7 +372,7 @@ class _Live:
         """Prefill the prompts ``group`` names; their first tokens come from the prompts' last positions."""
         cache, mask, last, position = _prefill(decoding.parts, [rows[i] for i in group], decoding.max_new_tokens,
                                                decoding.pad_id, kept)
-        token, tied = _pick(decoding.parts[1], last, decoding.margin)
+        token, tied = decoding.pick(last)
         return cls(cache, mask, position, token, tied, list(group))
 
     @classmethod
@@ -413,7 +405,7 @@ class _Live:
         for group, group_width in zip(groups, widths):
             cache = joint.group_cache(config, slice(offset, offset + len(group)), width - group_width)
             _, mask, last, position = _prefill(decoding.parts, [rows[i] for i in group], extra, decoding.pad_id, kept, cache)
-            blocks.append(_Block(mask, position, *_pick(decoding.parts[1], last, decoding.margin), group))
+            blocks.append(_Block(mask, position, *decoding.pick(last), group))
             offset += len(group)
         full_mask = blocks[0].mask.new_zeros((offset, width))
         row = 0
@@ -456,8 +448,7 @@ class _Live:
             self.mask, self.position, self.token = (t[keep] for t in (self.mask, self.position, self.token))
             self.rows = [r for r in self.rows if r >= 0]
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
-        self.token, self.tied = _forward(decoding.parts, self.token[:, None], self.mask, self.position[:, None],
-                                         self.cache, decoding.margin)
+        self.token, self.tied = _forward(decoding, self.token[:, None], self.mask, self.position[:, None], self.cache)
         self.position = self.position + 1
         return self
 

@@ -123,11 +123,15 @@ def smallest_gap(model, row, max_new_tokens, stop_id, pad_id) -> float:
     return min(gaps)
 
 
-@pytest.mark.parametrize("batch_size", [2, 8])
-def test_rows_that_all_but_tie_take_the_token_they_get_alone(model_and_rows, monkeypatch, batch_size):
+@pytest.mark.parametrize("batch_size,screened", [(2, False), (8, False), (8, True)])
+def test_rows_that_all_but_tie_take_the_token_they_get_alone(model_and_rows, monkeypatch, batch_size, screened):
     """A margin between the rows' smallest gaps: the rows below it, and only they, have a step settled
-    by stock ``generate`` at batch one, and every answer is still the one each prompt gets alone."""
+    by stock ``generate`` at batch one, and every answer is still the one each prompt gets alone;
+    with the output layer run in float32, or screened in bfloat16 (``gatekeeper/head.py``)."""
     import gatekeeper.decoding as decoding
+    import gatekeeper.head
+
+    monkeypatch.setattr(gatekeeper.head, "has_fast_bf16", lambda device: screened)
 
     model, tokenizer, rows = model_and_rows
     stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
