@@ -52,11 +52,11 @@ from gatekeeper.head import head_picker
 from gatekeeper.modeling import decoder_and_head, token_logprobs
 
 
-def common_prefix_length(rows: list[list[int]]) -> int:
-    """Tokens every row starts with, leaving each row at least one token of its own."""
+def common_prefix_length(rows: list[list[int]], own: int = 1) -> int:
+    """Tokens every row starts with, leaving each row at least ``own`` tokens of its own."""
     shortest = min(len(r) for r in rows)
     n = 0
-    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+    while n < shortest - own and all(r[n] == rows[0][n] for r in rows):
         n += 1
     return n
 
@@ -235,25 +235,27 @@ def _prefix_states(decoder, prefix: list[int], kept: dict) -> list[tuple[torch.T
     return kept[key]
 
 
-def _layout(rows: list[list[int]]) -> tuple[int, int]:
+def _layout(rows: list[list[int]], own: int = 1) -> tuple[int, int]:
     """The shared prefix's length and the longest own suffix: a prefilled group is their sum wide."""
-    shared = common_prefix_length(rows)
+    shared = common_prefix_length(rows, own)
     return shared, max(len(r) - shared for r in rows)
 
 
-def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict | None = None, cache=None):
+def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict | None = None, cache=None,
+             last: int = 1):
     """Run every prompt once: the shared prefix as a batch of one, then each row's own suffix.
 
     Returns the cache (room for ``extra`` more positions, or the ``cache``
-    given, whose room must suffice), the attention mask so far, each row's last
-    hidden state and the position its next token takes. With ``kept`` (given
+    given, whose room must suffice), the attention mask so far, each row's
+    hidden states at its ``last`` positions, shape (rows, last, hidden), and
+    the position its next token takes. With ``kept`` (given
     only for a ``joinable`` model) the prefix's keys and values are reused
     across calls of one decoding run.
     """
     decoder, _ = parts
     device = decoder.device
     batch = len(rows)
-    shared, width = _layout(rows)
+    shared, width = _layout(rows, own=last)
     cache = cache if cache is not None else reserved_cache(decoder.config, shared + width + extra)
     if shared and kept is not None:
         for layer, (keys, values) in zip(cache.layers, _prefix_states(decoder, rows[0][:shared], kept)):
@@ -273,7 +275,7 @@ def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict |
     mask = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), tail_mask], dim=1)
     positions = (shared + tail_mask.cumsum(-1) - 1).clamp(min=0)
     hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    return cache, mask, hidden.last_hidden_state[:, -1], positions[:, -1] + 1
+    return cache, mask, hidden.last_hidden_state[:, -last:], positions[:, -1] + 1
 
 
 AUTO = "auto"
@@ -372,7 +374,7 @@ class _Live:
         """Prefill the prompts ``group`` names; their first tokens come from the prompts' last positions."""
         cache, mask, last, position = _prefill(decoding.parts, [rows[i] for i in group], decoding.max_new_tokens,
                                                decoding.pad_id, kept)
-        token, tied = decoding.pick(last)
+        token, tied = decoding.pick(last[:, -1])
         return cls(cache, mask, position, token, tied, list(group))
 
     @classmethod
@@ -405,7 +407,7 @@ class _Live:
         for group, group_width in zip(groups, widths):
             cache = joint.group_cache(config, slice(offset, offset + len(group)), width - group_width)
             _, mask, last, position = _prefill(decoding.parts, [rows[i] for i in group], extra, decoding.pad_id, kept, cache)
-            blocks.append(_Block(mask, position, *decoding.pick(last), group))
+            blocks.append(_Block(mask, position, *decoding.pick(last[:, -1]), group))
             offset += len(group)
         full_mask = blocks[0].mask.new_zeros((offset, width))
         row = 0
@@ -471,23 +473,29 @@ def _collector_paused():
 def option_logprobs(model, rows: list[list[int]], options: list[list[int]], pad_id: int) -> torch.Tensor:
     """Summed log-probability of each option's tokens after each prompt, shape (rows, options), float32.
 
-    Scoring a closed set of answers without generating: the prompts run once
-    (shared prefix, then their own suffixes), which already gives every
-    option's first token; the cache is then copied once per option and all
-    options' remaining tokens run in one more pass.
+    Scoring a closed set of answers without generating. The tokens every
+    option starts with (``{"priority": "`` before each label) run once with
+    each prompt (shared prefix, then their own suffixes), which scores them
+    and gives every option's first token of its own; the cache is then copied
+    once per option and all options' remaining tokens run in one more pass.
     """
     import torch.nn.functional as F
 
     parts = decoder_and_head(model)
     decoder, head = parts
     device = model.device
+    batch, count = len(rows), len(options)
+    lead = options[0][: common_prefix_length(options)]
+    options = [o[len(lead) :] for o in options]
     longest = max(len(o) for o in options)
-    cache, mask, last, next_position = _prefill(parts, rows, longest, pad_id)
-    first = F.log_softmax(head(last).float(), dim=-1)
-    scores = first[:, [o[0] for o in options]]
+    cache, mask, last, next_position = _prefill(parts, [r + lead for r in rows], longest, pad_id, last=len(lead) + 1)
+    scores = F.log_softmax(head(last[:, -1]).float(), dim=-1)[:, [o[0] for o in options]]
+    if lead:
+        wanted = torch.tensor(lead, device=device).repeat(batch)
+        logprobs, _ = token_logprobs(head, last[:, :-1].reshape(batch * len(lead), -1), wanted)
+        scores = scores + logprobs.view(batch, len(lead)).sum(-1, keepdim=True)
     if longest == 1:
         return scores
-    batch, count = len(rows), len(options)
     cache.batch_repeat_interleave(count)  # row b * count + j continues prompt b with option j
     width = longest - 1
     # Option j feeds its tokens but the last and is scored on its tokens but the first;

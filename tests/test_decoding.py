@@ -250,13 +250,19 @@ def plain_option_logprob(model, row, option):
     return sum(float(logprobs[len(row) - 1 + k, token]) for k, token in enumerate(option))
 
 
-def test_option_scores_equal_scoring_each_option_alone(model_and_rows):
+@pytest.mark.parametrize("texts,shared,prompts", [
+    (['{"priority": "critical"', '{"priority": "low"', "x", "no way, not at all"], False, None),
+    (['{"priority": "critical",', '{"priority": "low",', '{"priority": "not urgent at all",'], True, None),
+    (['{"priority": "critical",', '{"priority": "not urgent at all",'], True, 1),  # one prompt: all tokens its own
+])
+def test_option_scores_equal_scoring_each_option_alone(model_and_rows, texts, shared, prompts):
     from gatekeeper.decoding import option_logprobs
 
     model, tokenizer, rows = model_and_rows
-    options = [tokenizer(o, add_special_tokens=False)["input_ids"]
-               for o in ['{"priority": "critical"', '{"priority": "low"', "x", "no way, not at all"]]
-    assert len({len(o) for o in options}) >= 3  # options of different lengths: padding inside the option block
+    rows = rows[:prompts]
+    options = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in texts]
+    assert (common_prefix_length(options) > 0) == shared  # tokens every option starts with run with the prompt
+    assert len({len(o) for o in options}) >= 2  # options of different lengths: padding inside the option block
     fast = option_logprobs(model, rows, options, tokenizer.pad_token_id)
     assert fast.shape == (len(rows), len(options))
     for i, row in enumerate(rows):
