@@ -18,7 +18,7 @@ Savings, none of which changes what greedy decoding picks:
 - **No full-vocabulary logits for the prompt.** Only the last position of the
   prompt is projected through the output layer.
 - **Few float32 logits.** A float32 model's output layer runs in bfloat16
-  where that is native, and only the tokens the rounding could put within
+  on a CPU where that is native, and only the tokens the rounding could put within
   reach of a row's best get float32 logits (``gatekeeper/head.py``).
 - **No copying the cache every step.** transformers' dynamic cache
   concatenates each step's keys and values onto the whole cache, which copies

@@ -16,11 +16,13 @@ into its bfloat16 rounding and a remainder (``x = xb + xr``, ``w = wb + wr``):
     x.w = xb.wb + xb.wr + xr.w
     |xb.wr| <= |xb| max|wr|,   |xr.w| <= |xr| max|w|        (Cauchy-Schwarz)
 
-The bfloat16 product computes ``xb.wb`` with exact products and float32 sums
-(at most ``2 n 2^-24 |xb| max|wb|`` off for ``n`` inputs) and rounds it to
-bfloat16 (at most ``2^-8`` of its size; ``2^-7`` is used). The remainders'
-norms are measured, not assumed: on the embedded model ``max|wr|`` is a third
-of the worst case.
+A CPU's bfloat16 product (oneDNN) computes ``xb.wb`` with exact products
+and float32 sums (at most ``2 n 2^-24 |xb| max|wb|`` off for ``n`` inputs)
+and rounds it to bfloat16 (at most ``2^-8`` of its size; ``2^-7`` is used).
+The remainders' norms are measured, not assumed: on the embedded model
+``max|wr|`` is a third of the worst case. CPUs only: cuBLAS may sum bfloat16
+products in bfloat16 (``allow_bf16_reduced_precision_reduction``), which the
+bound does not cover.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ class ScreenedHead:
 
     @staticmethod
     def suits(head) -> bool:
-        """A plain float32 ``nn.Linear`` without bias, on a device where bfloat16 products are native."""
+        """A plain float32 ``nn.Linear`` without bias, on a CPU where bfloat16 products are native."""
+        device = head.weight.device
         return (type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype == torch.float32
-                and has_fast_bf16(head.weight.device))
+                and device.type == "cpu" and has_fast_bf16(device))
 
     def error_bound(self, rows: torch.Tensor, rows_bf16: torch.Tensor, screened: torch.Tensor) -> torch.Tensor:
         """Per row, the most any screened logit can differ from the real one."""
