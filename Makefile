@@ -64,7 +64,7 @@ bench: install
 
 # Regenerate the committed JSON Schemas after changing a document model.
 schemas: install
-	for d in bundle recipe verdict; do $(BIN)/gatekeeper schema $$d > gatekeeper/schemas/$$d.schema.json; done
+	for d in bundle recipe verdict; do $(BIN)/gatekeeper schema $$d > gatekeeper/report/schemas/$$d.schema.json; done
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache

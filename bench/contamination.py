@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from gatekeeper.overlap import OverlapSettings, ReferenceIndex, shorten
+    from gatekeeper.gating.overlap import OverlapSettings, ReferenceIndex, shorten
 
     train, evaluation, planted = make_data(args.train, args.eval, args.planted, args.seed)
     settings = OverlapSettings()

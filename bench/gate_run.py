@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 
 def newest_bundle() -> Path:
-    from gatekeeper.candidates import existing_versions
+    from gatekeeper.training.versions import existing_versions
 
     root = REPO / "adapters" / "support-ticket-json"
     versions = existing_versions(root)
@@ -53,7 +53,7 @@ def tutorial_way(prepared, requests, dtype: str) -> tuple[dict[str, list[str]], 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from gatekeeper.hf_runtime import load_tokenizer, render
+    from gatekeeper.runtime.hf.runtime import load_tokenizer, render
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(prepared.base.path)
@@ -80,8 +80,8 @@ def stock_batched_way(prepared, requests, dtype: str, batch_size: int = 16) -> t
 
     import torch
 
-    from gatekeeper.hf_runtime import load_adapter, load_tokenizer, render
-    from gatekeeper.modeling import load_base_model
+    from gatekeeper.runtime.hf.runtime import load_adapter, load_tokenizer, render
+    from gatekeeper.runtime.hf.modeling import load_base_model
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(prepared.base.path)
@@ -124,8 +124,8 @@ def gatekeeper_way(bundle: Path, requests) -> tuple[dict[str, list[str]], float]
 def label_scoring_way(bundle: Path, items) -> tuple[dict[str, list[str]], float]:
     """task_accuracy's ``scoring: loglik``: the contract's labels scored, nothing generated."""
     from gatekeeper.check import prepare
-    from gatekeeper.engine import GateContext
-    from gatekeeper.registry import get_gate
+    from gatekeeper.gating.engine import GateContext
+    from gatekeeper.gating.registry import get_gate
 
     started = time.perf_counter()
     prepared = prepare(bundle)
@@ -139,8 +139,8 @@ def label_scoring_way(bundle: Path, items) -> tuple[dict[str, list[str]], float]
 
 def written_labels(outputs: list[str], field: str) -> list:
     """The label each greedy answer writes, as task_accuracy reads it: None where there is none."""
-    from gatekeeper.evidence import label_of
-    from gatekeeper.goldens import parse_strict_json
+    from gatekeeper.gating.evidence import label_of
+    from gatekeeper.bundle.goldens import parse_strict_json
 
     return [label_of(parse_strict_json(t).value, field) for t in outputs]
 
@@ -153,7 +153,7 @@ def parting_margin(prepared, side: str, request, one: str, other: str) -> str:
     """
     import torch
 
-    from gatekeeper.hf_runtime import render
+    from gatekeeper.runtime.hf.runtime import render
 
     runtime = prepared.runtime
     tokenizer = runtime.tokenizer
@@ -191,7 +191,7 @@ def main() -> None:
     bundle = args.bundle or newest_bundle()
 
     from gatekeeper.check import prepare
-    from gatekeeper.engine import GateContext
+    from gatekeeper.gating.engine import GateContext
     from gatekeeper.errors import GatekeeperError
 
     try:

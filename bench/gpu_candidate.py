@@ -25,9 +25,9 @@ def main() -> None:
 
     from trainer import bench_recipe
 
-    from gatekeeper.candidates import write_candidate
-    from gatekeeper.recipe import load_recipe
-    from gatekeeper.train import train
+    from gatekeeper.training.versions import write_candidate
+    from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.training.loop import train
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("base", type=Path)

@@ -52,7 +52,7 @@ def main() -> None:
 
     like = args.like
     if like is None:
-        from gatekeeper.basemodel import resolve_base
+        from gatekeeper.bundle.base import resolve_base
 
         like = resolve_base("smollm2-135m-instruct").path
     args.out.mkdir(parents=True, exist_ok=True)

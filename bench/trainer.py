@@ -78,14 +78,14 @@ def bench_recipe(args, workdir: Path) -> Path:
 def precision(device: str) -> str:
     import torch
 
-    from gatekeeper.modeling import resolve_dtype
+    from gatekeeper.runtime.hf.modeling import resolve_dtype
 
     return resolve_dtype("auto", torch.device(device))
 
 
 def run_gatekeeper(args) -> dict:
-    from gatekeeper.recipe import load_recipe
-    from gatekeeper.train import train
+    from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.training.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         recipe, root = load_recipe(bench_recipe(args, Path(tmp)))
@@ -115,12 +115,12 @@ def run_stock(args) -> dict:
         TrainingArguments,
     )
 
-    from gatekeeper.basemodel import resolve_base
-    from gatekeeper.data import encode, load_training_split
-    from gatekeeper.goldens import Contract
-    from gatekeeper.hf_runtime import load_tokenizer
-    from gatekeeper.modeling import load_base_model
-    from gatekeeper.recipe import load_recipe
+    from gatekeeper.bundle.base import resolve_base
+    from gatekeeper.training.data import encode, load_training_split
+    from gatekeeper.bundle.goldens import Contract
+    from gatekeeper.runtime.hf.runtime import load_tokenizer
+    from gatekeeper.runtime.hf.modeling import load_base_model
+    from gatekeeper.bundle.recipe import load_recipe
 
     with tempfile.TemporaryDirectory() as tmp:
         recipe, root = load_recipe(bench_recipe(args, Path(tmp)))

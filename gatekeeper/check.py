@@ -16,16 +16,16 @@ from pathlib import Path
 import yaml
 
 from gatekeeper import __version__
-from gatekeeper.basemodel import ResolvedBase, cache_root, resolve_base
-from gatekeeper.bundle import Bundle, LoadedBundle, build_gates, load_bundle
-from gatekeeper.cache import CachedRuntime, ResponseCache
-from gatekeeper.engine import PhaseReporter, run_gates
+from gatekeeper.bundle.base import ResolvedBase, cache_root, resolve_base
+from gatekeeper.bundle.manifest import Bundle, LoadedBundle, build_gates, load_bundle
+from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
+from gatekeeper.gating.engine import PhaseReporter, run_gates
 from gatekeeper.errors import BundleError
-from gatekeeper.hashing import sha256_json
-from gatekeeper.replay import DEFAULT_ITEMS, write_record
-from gatekeeper.reports import write_reports
-from gatekeeper.signing import SignatureStatus, verify_signature
-from gatekeeper.verdict import BundleSummary, Verdict, exit_code_for
+from gatekeeper._util.hashing import sha256_json
+from gatekeeper.release.replay import DEFAULT_ITEMS, write_record
+from gatekeeper.report.render import write_reports
+from gatekeeper.bundle.signing import SignatureStatus, verify_signature
+from gatekeeper.verdict.model import BundleSummary, Verdict, exit_code_for
 
 
 @dataclass
@@ -43,7 +43,7 @@ def adapter_sha256(bundle: LoadedBundle) -> str:
 
 def prepare(path: str | Path, *, device: str | None = None, allow_unsigned: bool = False) -> Prepared:
     """Everything short of loading weights: hashes, signature, gates, base identity, tokenizer."""
-    from gatekeeper.hf_runtime import HFRuntime
+    from gatekeeper.runtime.hf.runtime import HFRuntime
 
     bundle = load_bundle(path)
     signature = verify_signature(bundle.root)
@@ -160,7 +160,7 @@ def run_check(
 ) -> tuple[Verdict, dict[str, Path]]:
     """Run the gates and write the reports; with ``record``, register the verdict and a replay record.
 
-    The replay record (``gatekeeper.replay``, ``replay_items`` prompts, 0 for
+    The replay record (``gatekeeper.release.replay``, ``replay_items`` prompts, 0 for
     none) is what a later rollback drill reproduces. It is written once per
     manifest, from the model rather than the cache, in the one batch a drill
     replays. A check whose gates never ask the adapter writes none.
@@ -178,7 +178,7 @@ def run_check(
             # Recorded fresh, as one batch, exactly as a drill replays it: a cached answer
             # decoded in another batch could differ from a replay by a float-level tie.
             # An intact record the registry already vouches for is kept, so a re-check stays cheap.
-            from gatekeeper.release import registered_replay
+            from gatekeeper.release.channels import registered_replay
 
             replay_path = registered_replay(prepared.bundle) or write_record(prepared.bundle, runtime, replay_items)
     finally:
@@ -199,7 +199,7 @@ def run_check(
     )
     paths = write_reports(verdict, out_dir)
     if record:  # promote reads the latest verdict from the registry, a rollback drill the replay record
-        from gatekeeper.release import record_check
+        from gatekeeper.release.channels import record_check
 
         record_check(prepared.bundle, str(prepared.signature), paths["verdict.json"], verdict.passed, verdict.exit_code,
                      replay_path)

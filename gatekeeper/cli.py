@@ -34,7 +34,7 @@ def cmd_gates_list(args) -> int:
     from rich.console import Console
     from rich.table import Column, Table
 
-    from gatekeeper.registry import available_gates
+    from gatekeeper.gating.registry import available_gates
 
     table = Table(Column("gate", no_wrap=True), "parameters", "description", "module")
     for info in available_gates():
@@ -89,8 +89,8 @@ def _print_summary(verdict) -> None:
 
 
 def cmd_diff(args) -> int:
-    from gatekeeper.diff import diff_verdicts, read_verdict
-    from gatekeeper.reports import write_diff_html
+    from gatekeeper.verdict.diff import diff_verdicts, read_verdict
+    from gatekeeper.report.render import write_diff_html
 
     diff = diff_verdicts(read_verdict(args.a), read_verdict(args.b))
     default = Path("reports") / "diffs" / f"{_slug(diff.label_a)}--{_slug(diff.label_b)}.html"
@@ -175,7 +175,7 @@ def _train_with_progress(recipe, root: Path, console, quiet: bool, **kwargs):
     """Train with a progress bar: step of total, loss, validation loss when measured, tokens/s."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gatekeeper.train import train
+    from gatekeeper.training.loop import train
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[stats]}"))
@@ -191,9 +191,9 @@ def _train_with_progress(recipe, root: Path, console, quiet: bool, **kwargs):
 
 
 def cmd_train(args) -> int:
-    from gatekeeper import checkpoint
-    from gatekeeper.candidates import write_candidate
-    from gatekeeper.recipe import load_recipe
+    from gatekeeper.training import checkpoint
+    from gatekeeper.training.versions import write_candidate
+    from gatekeeper.bundle.recipe import load_recipe
 
     recipe, root = load_recipe(args.recipe)
     console = _console()
@@ -214,15 +214,15 @@ def cmd_train(args) -> int:
 def cmd_sweep(args) -> int:
     from rich.table import Table
 
-    from gatekeeper.candidates import write_candidate
+    from gatekeeper.training.versions import write_candidate
     from gatekeeper.check import prepare, run_check
-    from gatekeeper.recipe import load_recipe
+    from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.sweep import COLUMNS, parse_ranks, row_for, with_rank, write_outputs
 
     ranks = parse_ranks(args.rank)  # before anything loads: a typo costs nothing
     recipe, root = load_recipe(args.recipe)
     if recipe.method == "galore":
-        from gatekeeper.galore import check_settings
+        from gatekeeper.training.galore import check_settings
 
         check_settings(with_rank(recipe, ranks[-1]), root)
     out = Path(args.out) if args.out else Path("reports") / f"sweep-{recipe.name}"
@@ -249,9 +249,9 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from gatekeeper.bundle import load_bundle
+    from gatekeeper.bundle.manifest import load_bundle
     from gatekeeper.errors import BundleError
-    from gatekeeper.signing import verify_signature
+    from gatekeeper.bundle.signing import verify_signature
 
     bundle = load_bundle(args.bundle)  # every artifact hash, naming the file that differs
     status = verify_signature(bundle.root)
@@ -263,14 +263,14 @@ def cmd_verify(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from gatekeeper.release import promote
+    from gatekeeper.release.channels import promote
 
     print(promote(Path(args.bundle), args.channel))
     return ExitCode.PASSED
 
 
 def cmd_rollback(args) -> int:
-    from gatekeeper.release import rollback
+    from gatekeeper.release.channels import rollback
 
     print(rollback(args.name, _version_number(args.to), Path(args.registry), replay=not args.no_replay, device=args.device))
     return ExitCode.PASSED
@@ -287,7 +287,7 @@ def cmd_history(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from gatekeeper.versions import Registry, RegistryError
+    from gatekeeper.release.store import Registry, RegistryError
 
     if not Path(args.registry).is_file():
         raise RegistryError(f"no registry at {args.registry}")
@@ -319,9 +319,9 @@ def cmd_history(args) -> int:
 def cmd_schema(args) -> int:
     import json
 
-    from gatekeeper.bundle import Bundle
-    from gatekeeper.recipe import Recipe
-    from gatekeeper.verdict import Verdict
+    from gatekeeper.bundle.manifest import Bundle
+    from gatekeeper.bundle.recipe import Recipe
+    from gatekeeper.verdict.model import Verdict
 
     model = {"bundle": Bundle, "recipe": Recipe, "verdict": Verdict}[args.document]
     print(json.dumps(model.model_json_schema(), indent=2, sort_keys=True))

@@ -6,7 +6,7 @@ test that passes or fails with its rule, base and adapter values and worst
 examples, so CI shows one result per gate. Fixtures hand the verdict and the
 bundle to your own tests::
 
-    from gatekeeper.assertions import assert_gate
+    from gatekeeper.verdict.assertions import assert_gate
 
     def test_accuracy(gatekeeper_verdict):
         assert gatekeeper_verdict.gate("task_accuracy").delta >= 0.10
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.assertions import GateAssertionError, gate_message
+from gatekeeper.verdict.assertions import GateAssertionError, gate_message
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -182,13 +182,13 @@ def _run_or_skip(request: pytest.FixtureRequest) -> GatekeeperRun:
 
 @pytest.fixture(scope="session")
 def gatekeeper_verdict(request: pytest.FixtureRequest):
-    """The bundle's verdict (``gatekeeper.verdict.Verdict``); the gates run on first use."""
+    """The bundle's verdict (``gatekeeper.verdict.model.Verdict``); the gates run on first use."""
     return _run_or_skip(request).result()
 
 
 @pytest.fixture(scope="session")
 def gatekeeper_bundle(request: pytest.FixtureRequest):
-    """The loaded bundle (``gatekeeper.bundle.LoadedBundle``): manifest, golden sets, root directory."""
+    """The loaded bundle (``gatekeeper.bundle.manifest.LoadedBundle``): manifest, golden sets, root directory."""
     run = _run_or_skip(request)
     if run.prepared is None:
         run.prepare()

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gatekeeper.errors import GatekeeperError
-from gatekeeper.recipe import Recipe
+from gatekeeper.bundle.recipe import Recipe
 
 COLUMNS = ("rank", "version", "verdict", "target_accuracy", "regression_accuracy", "best_val_loss",
            "adapter_bytes", "train_seconds")
@@ -79,7 +79,7 @@ def row_for(rank: int, bundle: Path, verdict, report_dir: Path) -> SweepRow:
 
 
 def write_outputs(rows: list[SweepRow], out_dir: Path, name: str, method: str) -> dict[str, Path]:
-    from gatekeeper.plots import panels
+    from gatekeeper.report.plots import panels
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / f"sweep.{k}" for k in ("csv", "json", "svg")}

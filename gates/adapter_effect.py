@@ -9,10 +9,10 @@ log-probability the model assigns to the expected answers.
 
 from __future__ import annotations
 
-from gatekeeper.goldens import answer_text
-from gatekeeper.registry import gate
-from gatekeeper.runtime import LogLik
-from gatekeeper.verdict import Example, GateResult, Metric
+from gatekeeper.bundle.goldens import answer_text
+from gatekeeper.gating.registry import gate
+from gatekeeper.runtime.requests import LogLik
+from gatekeeper.verdict.model import Example, GateResult, Metric
 
 
 @gate("adapter_effect")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from gatekeeper.goldens import GoldenItem
-from gatekeeper.overlap import METHODS, OverlapSettings, ReferenceIndex, shorten
-from gatekeeper.registry import gate
-from gatekeeper.verdict import Example, GateResult, Metric
+from gatekeeper.bundle.goldens import GoldenItem
+from gatekeeper.gating.overlap import METHODS, OverlapSettings, ReferenceIndex, shorten
+from gatekeeper.gating.registry import gate
+from gatekeeper.verdict.model import Example, GateResult, Metric
 
 DEFAULT_SETS = ("eval", "validation")
 

@@ -15,9 +15,9 @@ same bundle in these figures.
 
 from __future__ import annotations
 
-from gatekeeper.registry import gate
-from gatekeeper.runtime import Timing
-from gatekeeper.verdict import GateResult, Metric
+from gatekeeper.gating.registry import gate
+from gatekeeper.runtime.requests import Timing
+from gatekeeper.verdict.model import GateResult, Metric
 
 SIDES = ("base", "adapter", "merged")
 SERVED = ("adapter", "merged")  # the two ways the candidate can ship; the base is the reference

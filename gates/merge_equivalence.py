@@ -30,9 +30,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper.registry import gate
-from gatekeeper.runtime import Divergence, ExportMerged
-from gatekeeper.verdict import Example, GateResult, Metric
+from gatekeeper.gating.registry import gate
+from gatekeeper.runtime.requests import Divergence, ExportMerged
+from gatekeeper.verdict.model import Example, GateResult, Metric
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class MergeEquivalence:
     def _merged_dir(self, ctx) -> tuple[str, str]:
         if not self.merged_model:
             return "", ""
-        from gatekeeper.basemodel import directory_weights_sha256
+        from gatekeeper.bundle.base import directory_weights_sha256
 
         path = Path(self.merged_model).expanduser()
         path = path if path.is_absolute() else ctx.bundle.root / path

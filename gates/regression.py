@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 
-from gatekeeper.evidence import paired_result, rate, worst_examples
-from gatekeeper.registry import gate
-from gatekeeper.regression_checks import is_correct
-from gatekeeper.runtime import Generate, LogLik, messages_for
-from gatekeeper.verdict import GateResult, Metric
+from gatekeeper.gating.evidence import paired_result, rate, worst_examples
+from gatekeeper.gating.registry import gate
+from gatekeeper.gating.answer_checks import is_correct
+from gatekeeper.runtime.requests import Generate, LogLik, messages_for
+from gatekeeper.verdict.model import GateResult, Metric
 
 
 @gate("regression")

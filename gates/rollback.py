@@ -1,6 +1,6 @@
 """rollback: if this candidate ships and misbehaves, can the version it replaces be brought back?
 
-The gate runs the restore drill (``gatekeeper.restore``) on the adapter's
+The gate runs the restore drill (``gatekeeper.release.restore``) on the adapter's
 current production version from the version registry: every hash and the
 signature verified, then its recorded outputs replayed through a fresh
 runtime for that version. It asks the candidate's runtime nothing.
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatekeeper.registry import gate
-from gatekeeper.verdict import Example, GateResult, Metric
+from gatekeeper.gating.registry import gate
+from gatekeeper.verdict.model import Example, GateResult, Metric
 
 RULE = "the production version restores (hashes, signature, base, tokenizer) and replays its recorded outputs identically"
 
@@ -40,7 +40,7 @@ class Rollback:
         return []
 
     def _registry_path(self, ctx) -> Path:
-        from gatekeeper.versions import registry_for
+        from gatekeeper.release.store import registry_for
 
         if self.registry:
             path = Path(self.registry).expanduser()
@@ -48,8 +48,8 @@ class Rollback:
         return registry_for(ctx.bundle.root)
 
     def evaluate(self, ctx, responses):
-        from gatekeeper.restore import drill
-        from gatekeeper.versions import Registry
+        from gatekeeper.release.restore import drill
+        from gatekeeper.release.store import Registry
 
         name = ctx.bundle.manifest.name
         path = self._registry_path(ctx)

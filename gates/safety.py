@@ -13,12 +13,12 @@ Three questions, each answered on the same runtime for base and adapter:
 
 from __future__ import annotations
 
-from gatekeeper.evidence import paired_result, rate
-from gatekeeper.pii import find_pii, mask_pii
-from gatekeeper.refusal import is_refusal
-from gatekeeper.registry import gate
-from gatekeeper.runtime import Generate, messages_for
-from gatekeeper.verdict import Example, GateResult, Metric
+from gatekeeper.gating.evidence import paired_result, rate
+from gatekeeper.gating.pii import find_pii, mask_pii
+from gatekeeper.gating.refusal import is_refusal
+from gatekeeper.gating.registry import gate
+from gatekeeper.runtime.requests import Generate, messages_for
+from gatekeeper.verdict.model import Example, GateResult, Metric
 
 
 @gate("safety")

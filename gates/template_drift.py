@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import json
 
-from gatekeeper.registry import gate
-from gatekeeper.verdict import GateResult, Metric
+from gatekeeper.gating.registry import gate
+from gatekeeper.verdict.model import GateResult, Metric
 
 COMPARED = ("chat_template", "special_tokens", "eos_token", "pad_token", "stop_token_ids", "stop_tokens", "tokenizer_sha256")
 

@@ -40,7 +40,7 @@ def edit_manifest(bundle: Path, change, resign: bool = True) -> None:
     """Change bundle.yaml as its author would: edit, then sign again."""
     import yaml
 
-    from gatekeeper.signing import sign_bundle
+    from gatekeeper.bundle.signing import sign_bundle
 
     path = bundle / "bundle.yaml"
     data = yaml.safe_load(path.read_text())
@@ -91,7 +91,7 @@ def write_jsonl(path: Path, items: list[dict]) -> Path:
 
 def replace_golden_sets(bundle: Path, gates: list[dict], **sets: list[dict]) -> Path:
     """Write golden sets into a bundle (new names are added), record their hashes and the gates, sign again."""
-    from gatekeeper.hashing import sha256_file
+    from gatekeeper._util.hashing import sha256_file
 
     for name, items in sets.items():
         write_jsonl(bundle / "data" / f"{name}.jsonl", items)
@@ -178,9 +178,9 @@ def write_recipe(directory: Path, base_dir: Path, task: Path, **overrides) -> Pa
 
 def two_tiny_versions(tmp_path: Path, tiny_base: Path, tiny_task: Path) -> tuple[Path, Path, Path]:
     """adapters/tiny/v1 and v2 from one short run, laid out as `gatekeeper train` writes them, and the registry path."""
-    from gatekeeper.candidates import write_candidate
-    from gatekeeper.recipe import load_recipe
-    from gatekeeper.train import train
+    from gatekeeper.training.versions import write_candidate
+    from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.training.loop import train
 
     recipe, root = load_recipe(write_recipe(tmp_path / "adapters" / "tiny", tiny_base, tiny_task,
                                             training={"max_steps": 2, "eval_every": 2}))
@@ -192,9 +192,9 @@ def two_tiny_versions(tmp_path: Path, tiny_base: Path, tiny_task: Path) -> tuple
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_base, tiny_task) -> Path:
     """A candidate trained for a few steps on the tiny model: a real, valid bundle."""
-    from gatekeeper.candidates import write_candidate
-    from gatekeeper.recipe import load_recipe
-    from gatekeeper.train import train
+    from gatekeeper.training.versions import write_candidate
+    from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.training.loop import train
 
     recipe_path = write_recipe(tmp_path_factory.mktemp("tiny-candidates"), tiny_base, tiny_task)
     recipe, root = load_recipe(recipe_path)
@@ -216,7 +216,7 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 
 def fake_bundle(golden: dict[str, list[dict]]):
     """An in-memory bundle for gate logic on a fake runtime: no files, no model."""
-    from gatekeeper.bundle import (
+    from gatekeeper.bundle.manifest import (
         AdapterRef,
         BaseRef,
         Bundle,
@@ -225,7 +225,7 @@ def fake_bundle(golden: dict[str, list[dict]]):
         PromptTemplate,
         TaskSpec,
     )
-    from gatekeeper.goldens import Contract, GoldenItem
+    from gatekeeper.bundle.goldens import Contract, GoldenItem
 
     ref = FileRef(path="x", sha256="0" * 64)
     manifest = Bundle(
@@ -264,10 +264,10 @@ def ranked_candidates(tmp_path_factory, tiny_base, tiny_task):
 
 
 def _ranked_candidate(workdir: Path, rank: int, tiny_base: Path, tiny_task: Path) -> Path:
-    from gatekeeper.candidates import write_candidate
+    from gatekeeper.training.versions import write_candidate
     from gatekeeper.cli import main
-    from gatekeeper.recipe import load_recipe
-    from gatekeeper.train import train
+    from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.training.loop import train
 
     recipe_path = write_recipe(
         workdir / f"recipe-r{rank}", tiny_base, tiny_task,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from gatekeeper.bundle import AdapterRef, BaseRef, Bundle, FileRef, GateSpec, LoadedBundle, PromptTemplate, TaskSpec
-from gatekeeper.engine import run_gates
-from gatekeeper.goldens import Contract, GoldenItem
-from gatekeeper.registry import get_gate
-from gatekeeper.runtime import FakeRuntime
-from gatekeeper.verdict import BundleSummary, Verdict, exit_code_for
+from gatekeeper.bundle.manifest import AdapterRef, BaseRef, Bundle, FileRef, GateSpec, LoadedBundle, PromptTemplate, TaskSpec
+from gatekeeper.gating.engine import run_gates
+from gatekeeper.bundle.goldens import Contract, GoldenItem
+from gatekeeper.gating.registry import get_gate
+from gatekeeper.runtime.requests import FakeRuntime
+from gatekeeper.verdict.model import BundleSummary, Verdict, exit_code_for
 from tests.conftest import CONTRACT, tiny_items
 
 ITEMS = tiny_items("eval", 80)

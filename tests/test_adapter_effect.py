@@ -6,7 +6,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from gatekeeper.cli import main
-from gatekeeper.hashing import sha256_file
+from gatekeeper._util.hashing import sha256_file
 from tests.conftest import edit_manifest
 
 
@@ -56,9 +56,9 @@ def test_an_adapter_that_does_nothing_fails(fault, bundle_copy, tmp_path):
 
 @pytest.mark.parametrize("params, scored", [({}, 64), ({"scored_items": 100}, 100)])
 def test_log_probabilities_are_scored_on_the_first_items_only(params, scored):
-    from gatekeeper.engine import run_gates
-    from gatekeeper.registry import get_gate
-    from gatekeeper.runtime import FakeRuntime
+    from gatekeeper.gating.engine import run_gates
+    from gatekeeper.gating.registry import get_gate
+    from gatekeeper.runtime.requests import FakeRuntime
     from tests.conftest import fake_bundle, tiny_items
 
     runtime = FakeRuntime({"base": lambda text: "a", "adapter": lambda text: "b"})
@@ -70,7 +70,7 @@ def test_log_probabilities_are_scored_on_the_first_items_only(params, scored):
 
 
 def test_scored_items_below_one_is_a_parameter_error():
-    from gatekeeper.registry import get_gate
+    from gatekeeper.gating.registry import get_gate
 
     with pytest.raises(Exception, match="scored_items must be >= 1"):
         get_gate("adapter_effect").build({"scored_items": 0})

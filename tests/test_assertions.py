@@ -2,7 +2,7 @@
 
 import pytest
 
-from gatekeeper.assertions import GateAssertionError, assert_gate
+from gatekeeper.verdict.assertions import GateAssertionError, assert_gate
 from tests.fakes import ITEMS, fake_verdict, right_on
 
 # json_parse needs a valid rate of 0.5; this adapter is right on a quarter of the items

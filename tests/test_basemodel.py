@@ -17,7 +17,7 @@ def write_tiny_gguf(path):
 def test_a_conversion_parses_the_gguf_once_and_restores_the_package(tmp_path):
     import gguf
 
-    from gatekeeper.basemodel import _gguf_parsed_once
+    from gatekeeper.bundle.base import _gguf_parsed_once
 
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(path)

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from gatekeeper.bundle import load_bundle
+from gatekeeper.bundle.manifest import load_bundle
 from gatekeeper.cli import main
 from tests.conftest import edit_manifest
 
@@ -85,9 +85,9 @@ def test_bundle_schema_export_is_current():
     """The committed JSON Schema must match the pydantic model."""
     from pathlib import Path
 
-    from gatekeeper.bundle import Bundle
+    from gatekeeper.bundle.manifest import Bundle
 
-    committed = Path(__file__).parent.parent / "gatekeeper" / "schemas" / "bundle.schema.json"
+    committed = Path(__file__).parent.parent / "gatekeeper" / "report" / "schemas" / "bundle.schema.json"
     assert json.loads(committed.read_text()) == Bundle.model_json_schema()
 
 
@@ -96,7 +96,7 @@ def test_recipe_schema_export_is_current():
     """The same for recipes: a new recipe key must reach the committed schema (make schemas)."""
     from pathlib import Path
 
-    from gatekeeper.recipe import Recipe
+    from gatekeeper.bundle.recipe import Recipe
 
-    committed = Path(__file__).parent.parent / "gatekeeper" / "schemas" / "recipe.schema.json"
+    committed = Path(__file__).parent.parent / "gatekeeper" / "report" / "schemas" / "recipe.schema.json"
     assert json.loads(committed.read_text()) == Recipe.model_json_schema()

@@ -1,5 +1,5 @@
-from gatekeeper.cache import CachedRuntime, ResponseCache
-from gatekeeper.runtime import FakeRuntime, Generate, LogLik, messages_for
+from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
+from gatekeeper.runtime.requests import FakeRuntime, Generate, LogLik, messages_for
 
 
 def _requests():

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from gatekeeper.decoding import common_prefix_length, greedy
-from gatekeeper.hf_runtime import render
-from gatekeeper.runtime import messages_for
+from gatekeeper.runtime.hf.decoding import common_prefix_length, greedy
+from gatekeeper.runtime.hf.runtime import render
+from gatekeeper.runtime.requests import messages_for
 
 TEMPLATE = 'Classify this ticket as JSON with "priority" and "reason".\nTicket:\n{}'
 TICKETS = ["the outage in area 3", "typo", "slow dashboards for every customer in the EU region", "broken", "x" * 40, "ok"]
@@ -27,7 +27,7 @@ def model_and_rows(tiny_base):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from gatekeeper.hf_runtime import load_tokenizer
+    from gatekeeper.runtime.hf.runtime import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base)
     config = AutoConfig.from_pretrained(tiny_base)
@@ -89,7 +89,7 @@ def test_waiting_rows_join_a_running_batch_without_changing_any_answer(model_and
     """Rows of two templates, more than fit in the batch: as rows stop, the next ones are
     prefilled and join the batch, right-aligned in a cache rebuilt around them. With
     groups of three, several groups are prefilled into one cache, at the start and later."""
-    import gatekeeper.decoding as decoding
+    import gatekeeper.runtime.hf.decoding as decoding
 
     monkeypatch.setattr(decoding, "PREFILL_ROWS", prefill_rows)
     model, tokenizer, rows = model_and_rows
@@ -128,10 +128,10 @@ def test_rows_that_all_but_tie_take_the_token_they_get_alone(model_and_rows, mon
     """A margin between the rows' smallest gaps: the rows below it, and only they, have a step settled
     by stock ``generate`` at batch one, and every answer is still the one each prompt gets alone;
     with the output layer run in float32, or screened in bfloat16 (``gatekeeper/head.py``)."""
-    import gatekeeper.decoding as decoding
-    import gatekeeper.head
+    import gatekeeper.runtime.hf.decoding as decoding
+    import gatekeeper.runtime.hf.head
 
-    monkeypatch.setattr(gatekeeper.head, "has_fast_bf16", lambda device: screened)
+    monkeypatch.setattr(gatekeeper.runtime.hf.head, "has_fast_bf16", lambda device: screened)
 
     model, tokenizer, rows = model_and_rows
     stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -153,7 +153,7 @@ def test_rows_that_all_but_tie_take_the_token_they_get_alone(model_and_rows, mon
 
 
 def test_the_token_alone_is_the_next_one_stock_generate_writes(model_and_rows):
-    from gatekeeper.decoding import token_alone
+    from gatekeeper.runtime.hf.decoding import token_alone
 
     model, tokenizer, rows = model_and_rows
     pad = tokenizer.pad_token_id
@@ -165,7 +165,7 @@ def test_the_token_alone_is_the_next_one_stock_generate_writes(model_and_rows):
 
 def test_a_settled_token_is_the_one_the_row_goes_on_from(model_and_rows, monkeypatch):
     """Where the token alone differs from the batch's pick, the row records it and decodes on from it."""
-    import gatekeeper.decoding as decoding
+    import gatekeeper.runtime.hf.decoding as decoding
 
     model, tokenizer, rows = model_and_rows
     pad, row = tokenizer.pad_token_id, rows[0]
@@ -181,7 +181,7 @@ def test_ties_are_settled_in_float32_only(model_and_rows):
 
     import torch
 
-    from gatekeeper.decoding import FLOAT32_TIE_MARGIN, tie_margin
+    from gatekeeper.runtime.hf.decoding import FLOAT32_TIE_MARGIN, tie_margin
 
     model, _, _ = model_and_rows
     assert tie_margin(model) == FLOAT32_TIE_MARGIN
@@ -191,7 +191,7 @@ def test_ties_are_settled_in_float32_only(model_and_rows):
 def test_a_kept_prefix_is_extended_to_the_states_a_fresh_run_computes(model_and_rows):
     import torch
 
-    from gatekeeper.decoding import _prefix_states
+    from gatekeeper.runtime.hf.decoding import _prefix_states
 
     model, _, rows = model_and_rows
     decoder = model.get_decoder()
@@ -212,7 +212,7 @@ def test_reserved_cache_matches_the_dynamic_cache_and_grows_past_its_room(model_
     import torch
     from transformers import DynamicCache
 
-    from gatekeeper.decoding import reserved_cache
+    from gatekeeper.runtime.hf.decoding import reserved_cache
 
     model, _, _ = model_and_rows
     stock, reserved = DynamicCache(config=model.config), reserved_cache(model.config, room=5)
@@ -256,7 +256,7 @@ def plain_option_logprob(model, row, option):
     (['{"priority": "critical",', '{"priority": "not urgent at all",'], True, 1),  # one prompt: all tokens its own
 ])
 def test_option_scores_equal_scoring_each_option_alone(model_and_rows, texts, shared, prompts):
-    from gatekeeper.decoding import option_logprobs
+    from gatekeeper.runtime.hf.decoding import option_logprobs
 
     model, tokenizer, rows = model_and_rows
     rows = rows[:prompts]

@@ -2,10 +2,10 @@
 
 import json
 
-from gatekeeper.engine import run_gates
-from gatekeeper.registry import gate
-from gatekeeper.runtime import CountTokens, FakeRuntime
-from gatekeeper.verdict import GateResult, exit_code_for
+from gatekeeper.gating.engine import run_gates
+from gatekeeper.gating.registry import gate
+from gatekeeper.runtime.requests import CountTokens, FakeRuntime
+from gatekeeper.verdict.model import GateResult, exit_code_for
 from tests.fakes import ITEMS, build, chatty, make_bundle, perfect, right_on
 
 

@@ -3,9 +3,9 @@
 import pytest
 
 from gatekeeper.check import prepare
-from gatekeeper.fused import FusedLora
-from gatekeeper.hf_runtime import render
-from gatekeeper.runtime import messages_for
+from gatekeeper.runtime.hf.fused import FusedLora
+from gatekeeper.runtime.hf.runtime import render
+from gatekeeper.runtime.requests import messages_for
 
 
 @pytest.fixture(scope="module")

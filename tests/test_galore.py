@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from gatekeeper.bundle import load_bundle
-from gatekeeper.candidates import write_candidate
-from gatekeeper.recipe import GaloreSettings, TrainingSettings, load_recipe
-from gatekeeper.train import train
+from gatekeeper.bundle.manifest import load_bundle
+from gatekeeper.training.versions import write_candidate
+from gatekeeper.bundle.recipe import GaloreSettings, TrainingSettings, load_recipe
+from gatekeeper.training.loop import train
 from tests.conftest import edit_manifest, write_recipe
 
 RANK = 4
@@ -34,8 +34,8 @@ def galore_run(tmp_path_factory, tiny_base, tiny_task):
 def test_projected_weights_move_and_their_optimizer_state_is_low_rank(tiny_base):
     import torch
 
-    from gatekeeper.galore import build_optimizer, split_parameters
-    from gatekeeper.modeling import load_base_model
+    from gatekeeper.training.galore import build_optimizer, split_parameters
+    from gatekeeper.runtime.hf.modeling import load_base_model
 
     torch.manual_seed(0)
     model = load_base_model(tiny_base, device="cpu")
@@ -66,7 +66,7 @@ def test_projected_weights_move_and_their_optimizer_state_is_low_rank(tiny_base)
 def test_galore_bundle_stores_the_delta_of_every_trained_tensor(galore_run, tiny_base):
     from safetensors.torch import load_file
 
-    from gatekeeper.delta import read_base_tensors
+    from gatekeeper.runtime.hf.delta import read_base_tensors
 
     result, bundle = galore_run
     manifest = load_bundle(bundle).manifest
@@ -97,10 +97,10 @@ def test_galore_bundle_checks_with_the_delta_served_on_the_adapter_side(galore_r
 
 
 def test_base_side_is_exactly_the_base_and_adapter_side_the_trained_model(galore_run, tiny_base):
-    from gatekeeper.basemodel import resolve_base
+    from gatekeeper.bundle.base import resolve_base
     from gatekeeper.check import prepare
-    from gatekeeper.hf_runtime import HFRuntime
-    from gatekeeper.runtime import Generate, LogLik, messages_for
+    from gatekeeper.runtime.hf.runtime import HFRuntime
+    from gatekeeper.runtime.requests import Generate, LogLik, messages_for
 
     result, bundle = galore_run
     runtime = prepare(bundle).runtime
@@ -130,9 +130,9 @@ def test_full_kind_serves_the_same_candidate(galore_run, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from gatekeeper.check import prepare
-    from gatekeeper.delta import metadata_for, read_base_tensors
-    from gatekeeper.hashing import sha256_file
-    from gatekeeper.runtime import LogLik, messages_for
+    from gatekeeper.runtime.hf.delta import metadata_for, read_base_tensors
+    from gatekeeper._util.hashing import sha256_file
+    from gatekeeper.runtime.requests import LogLik, messages_for
 
     _, bundle = galore_run
     full = tmp_path / "full"
@@ -194,8 +194,8 @@ def test_bad_galore_recipes_stop_with_one_line(overrides, message, tmp_path, tin
 
 
 def test_gates_that_need_a_lora_adapter_say_they_do_not_apply():
-    from gatekeeper.engine import run_gates
-    from gatekeeper.runtime import FakeRuntime
+    from gatekeeper.gating.engine import run_gates
+    from gatekeeper.runtime.requests import FakeRuntime
     from tests.conftest import fake_bundle
 
     class MergeOnly:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from gatekeeper.errors import GoldenSetError
-from gatekeeper.goldens import Contract, load_jsonl, parse_strict_json
+from gatekeeper.bundle.goldens import Contract, load_jsonl, parse_strict_json
 from tests.conftest import CONTRACT
 
 

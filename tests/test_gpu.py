@@ -9,14 +9,14 @@ import json
 import pytest
 import torch
 
-from gatekeeper.bundle import load_bundle
-from gatekeeper.candidates import write_candidate
+from gatekeeper.bundle.manifest import load_bundle
+from gatekeeper.training.versions import write_candidate
 from gatekeeper.check import prepare
 from gatekeeper.cli import main
-from gatekeeper.hf_runtime import load_tokenizer, render
-from gatekeeper.recipe import load_recipe
-from gatekeeper.runtime import Generate, LogLik, messages_for
-from gatekeeper.train import train
+from gatekeeper.runtime.hf.runtime import load_tokenizer, render
+from gatekeeper.bundle.recipe import load_recipe
+from gatekeeper.runtime.requests import Generate, LogLik, messages_for
+from gatekeeper.training.loop import train
 from tests.conftest import edit_manifest, write_recipe
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

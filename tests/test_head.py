@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gatekeeper.head import ScreenedHead, head_picker, plain_pick
+from gatekeeper.runtime.hf.head import ScreenedHead, head_picker, plain_pick
 
 MARGIN = 1e-3
 
@@ -62,7 +62,7 @@ def test_a_row_with_nan_keeps_every_token_as_the_plain_path_does():
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_the_screen_is_used_for_a_float32_head_with_a_margin_where_bfloat16_is_native(monkeypatch, native_bf16):
-    import gatekeeper.head as head_module
+    import gatekeeper.runtime.hf.head as head_module
 
     monkeypatch.setattr(head_module, "has_fast_bf16", lambda device: native_bf16)
     used = []

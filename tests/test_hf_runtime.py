@@ -2,10 +2,10 @@
 
 import pytest
 
-from gatekeeper.basemodel import resolve_base
+from gatekeeper.bundle.base import resolve_base
 from gatekeeper.check import prepare
-from gatekeeper.hf_runtime import HFRuntime, render
-from gatekeeper.runtime import Generate, LogLik, messages_for
+from gatekeeper.runtime.hf.runtime import HFRuntime, render
+from gatekeeper.runtime.requests import Generate, LogLik, messages_for
 
 PROMPTS = [messages_for(f"ticket {k}: the {w} in area {k * 3}") for k, w in enumerate(["outage", "typo", "slow", "broken", "x" * 30, "short"])]
 
@@ -67,10 +67,10 @@ def test_loglik_batched_equals_single_and_matches_greedy(runtime):
 
 
 def test_token_counts_match_the_trainers_encoding_without_loading_weights(tiny_bundle):
-    from gatekeeper.bundle import load_bundle
-    from gatekeeper.data import encode
-    from gatekeeper.goldens import answer_text
-    from gatekeeper.runtime import CountTokens
+    from gatekeeper.bundle.manifest import load_bundle
+    from gatekeeper.training.data import encode
+    from gatekeeper.bundle.goldens import answer_text
+    from gatekeeper.runtime.requests import CountTokens
 
     fresh = prepare(tiny_bundle).runtime
     bundle = load_bundle(tiny_bundle)
@@ -86,7 +86,7 @@ def test_the_dtype_that_really_runs_keys_the_cache(tiny_bundle, tiny_base):
     """``auto`` resolves before anything is cached: a bf16 answer is never served to a float32 check."""
     import torch
 
-    from gatekeeper.modeling import has_fast_bf16
+    from gatekeeper.runtime.hf.modeling import has_fast_bf16
 
     base = resolve_base(str(tiny_base))
     auto = HFRuntime(base, None, None, device="cpu", dtype="auto")
@@ -109,7 +109,7 @@ def test_a_bfloat16_runtime_serves_the_adapter_in_bfloat16(tiny_bundle):
 
 
 def test_rows_of_one_template_run_together_and_pad_little():
-    from gatekeeper.hf_runtime import similar_rows_chunks, template_groups
+    from gatekeeper.runtime.hf.runtime import similar_rows_chunks, template_groups
 
     system = [1, 2, 3]
     ticket = system + list(range(10, 30))  # a 20-token task instruction after the system turn

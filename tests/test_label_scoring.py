@@ -10,10 +10,10 @@ import json
 import pytest
 
 from gatekeeper.check import prepare
-from gatekeeper.engine import run_gates
+from gatekeeper.gating.engine import run_gates
 from gatekeeper.errors import GateParameterError
-from gatekeeper.goldens import parse_strict_json
-from gatekeeper.runtime import FakeRuntime
+from gatekeeper.bundle.goldens import parse_strict_json
+from gatekeeper.runtime.requests import FakeRuntime
 from tests.fakes import ITEMS, build, chatty, make_bundle, perfect
 
 
@@ -57,7 +57,7 @@ def test_an_unknown_scoring_is_a_parameter_error():
 
 def test_scored_labels_agree_with_the_labels_greedy_answers_write(ranked_candidates):
     """The plain path writes the answer; where it is valid JSON, its label is the top-scored one."""
-    from gatekeeper.engine import GateContext
+    from gatekeeper.gating.engine import GateContext
 
     _, _, bundle = ranked_candidates
     prepared = prepare(bundle)

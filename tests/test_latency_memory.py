@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from gatekeeper.cache import CachedRuntime, ResponseCache
+from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
 from gatekeeper.cli import main
-from gatekeeper.engine import run_gates
-from gatekeeper.runtime import FakeRuntime, Timing, messages_for
+from gatekeeper.gating.engine import run_gates
+from gatekeeper.runtime.requests import FakeRuntime, Timing, messages_for
 from tests.conftest import edit_manifest
 from tests.fakes import ITEMS, build, make_bundle, perfect
 

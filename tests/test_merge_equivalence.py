@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gatekeeper.cli import main
-from gatekeeper.hashing import sha256_file
+from gatekeeper._util.hashing import sha256_file
 from tests.conftest import edit_manifest
 
 PROMPTS = 6
@@ -72,7 +72,7 @@ def _export_merged(bundle, base_dir, target):
 
 
 def test_the_merged_model_is_saved_with_its_hashes_and_judged_again(bundle_copy, tmp_path):
-    from gatekeeper.hashing import sha256_file
+    from gatekeeper._util.hashing import sha256_file
 
     edit_manifest(bundle_copy, lambda d: _gate(d, save_merged=True))
     assert main(["check", str(bundle_copy), "--out", str(tmp_path / "saved"), "-q"]) == 0
@@ -116,9 +116,9 @@ def test_a_missing_merged_model_is_bad_input(bundle_copy, tmp_path, capsys):
 @pytest.fixture
 def qlora_bundle(tmp_path, tiny_base, tiny_task):
     """A QLoRA candidate: LoRA trained over the tiny base frozen in 4-bit NF4, served the same way."""
-    from gatekeeper.candidates import write_candidate
-    from gatekeeper.recipe import load_recipe
-    from gatekeeper.train import train
+    from gatekeeper.training.versions import write_candidate
+    from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.training.loop import train
     from tests.conftest import write_recipe
 
     recipe, root = load_recipe(write_recipe(tmp_path / "qlora", tiny_base, tiny_task, method="qlora",
@@ -143,9 +143,9 @@ def test_a_qlora_candidate_reports_the_drift_of_its_merge(qlora_bundle, tmp_path
 
 
 def test_on_a_fake_runtime_only_the_merged_side_is_asked_and_a_drift_fails(tmp_path):
-    from gatekeeper.cache import CachedRuntime, ResponseCache
-    from gatekeeper.engine import run_gates
-    from gatekeeper.runtime import FakeRuntime
+    from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
+    from gatekeeper.gating.engine import run_gates
+    from gatekeeper.runtime.requests import FakeRuntime
     from tests.fakes import ITEMS, build, chatty, make_bundle, perfect
 
     gates = build(("merge_equivalence", {"max_prompts": 10, "check_scaling": False}, True))

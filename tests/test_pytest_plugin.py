@@ -55,7 +55,7 @@ def test_fixtures_serve_your_own_assertions_and_the_gates_run_once(pytester, tin
     real = gatekeeper.check.run_check
     monkeypatch.setattr(gatekeeper.check, "run_check", lambda *a, **k: checks.append(1) or real(*a, **k))
     pytester.makepyfile(test_release="""
-        from gatekeeper.assertions import assert_gate
+        from gatekeeper.verdict.assertions import assert_gate
 
         def test_bundle(gatekeeper_bundle):
             assert gatekeeper_bundle.manifest.name == "tiny"

@@ -12,12 +12,12 @@ import shutil
 import pytest
 import yaml
 
-from gatekeeper.candidates import write_candidate
+from gatekeeper.training.versions import write_candidate
 from gatekeeper.check import prepare
 from gatekeeper.cli import main
-from gatekeeper.recipe import load_recipe
-from gatekeeper.runtime import Generate, messages_for
-from gatekeeper.train import train
+from gatekeeper.bundle.recipe import load_recipe
+from gatekeeper.runtime.requests import Generate, messages_for
+from gatekeeper.training.loop import train
 from tests.conftest import CONTRACT, distinct_items, write_jsonl, write_recipe
 
 FIVE = ["regression", "safety", "contamination", "dataset_audit", "adapter_effect"]

@@ -4,13 +4,13 @@ import sys
 import pytest
 
 from gatekeeper.errors import GateParameterError, UnknownGateError
-from gatekeeper.registry import available_gates, gate, get_gate
+from gatekeeper.gating.registry import available_gates, gate, get_gate
 
 
 def test_builtin_gates_come_from_entry_points():
     names = {info.name for info in available_gates()}
     assert {"json_parse", "task_accuracy"} <= names
-    assert get_gate("json_parse").source == "gates.json_parse"
+    assert get_gate("json_parse").source == "gatekeeper.builtin_gates.json_parse"
 
 
 def test_unknown_gate_suggests_the_closest_names():

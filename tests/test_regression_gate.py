@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from gatekeeper.candidates import write_candidate
+from gatekeeper.training.versions import write_candidate
 from gatekeeper.check import prepare
 from gatekeeper.cli import main
-from gatekeeper.recipe import load_recipe
-from gatekeeper.regression_checks import is_correct
-from gatekeeper.runtime import Generate, messages_for
-from gatekeeper.train import train
+from gatekeeper.bundle.recipe import load_recipe
+from gatekeeper.gating.answer_checks import is_correct
+from gatekeeper.runtime.requests import Generate, messages_for
+from gatekeeper.training.loop import train
 from tests.conftest import write_jsonl, write_recipe
 
 

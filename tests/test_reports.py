@@ -5,7 +5,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from gatekeeper.cli import main
-from gatekeeper.reports import render_html
+from gatekeeper.report.render import render_html
 from tests.conftest import edit_manifest
 from tests.fakes import ITEMS, fake_verdict, perfect, right_on
 
@@ -106,7 +106,7 @@ def test_a_long_training_curve_is_thinned_but_keeps_its_ends():
 
 
 def test_the_outcome_strip_keeps_a_set_on_one_band_until_cells_would_get_too_small():
-    from gatekeeper.plots import outcome_strip
+    from gatekeeper.report.plots import outcome_strip
 
     for n, bands in ((80, 1), (220, 1), (1000, 5)):
         ids = [f"item-{k}" for k in range(n)]

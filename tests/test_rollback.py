@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from gatekeeper.cli import main
-from gatekeeper.hashing import sha256_file
+from gatekeeper._util.hashing import sha256_file
 from tests.conftest import edit_manifest, two_tiny_versions
 
 pytestmark = pytest.mark.usefixtures("one_thread")

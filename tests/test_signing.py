@@ -5,7 +5,7 @@ import json
 
 
 from gatekeeper.cli import main
-from gatekeeper.signing import config_dir, verify_signature
+from gatekeeper.bundle.signing import config_dir, verify_signature
 from tests.conftest import edit_manifest
 
 

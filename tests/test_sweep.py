@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gatekeeper.bundle import load_bundle
-from gatekeeper.candidates import existing_versions
+from gatekeeper.bundle.manifest import load_bundle
+from gatekeeper.training.versions import existing_versions
 from gatekeeper.cli import main
-from gatekeeper.recipe import load_recipe
+from gatekeeper.bundle.recipe import load_recipe
 from gatekeeper.sweep import parse_ranks, with_rank
 from tests.conftest import write_recipe
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.bundle import load_bundle
-from gatekeeper.candidates import existing_versions, write_candidate
-from gatekeeper.data import Encoded, collate
+from gatekeeper.bundle.manifest import load_bundle
+from gatekeeper.training.versions import existing_versions, write_candidate
+from gatekeeper.training.data import Encoded, collate
 from gatekeeper.errors import GoldenSetError, RecipeError, RuntimeLoadError
-from gatekeeper.recipe import load_recipe
-from gatekeeper.train import lr_at, train
+from gatekeeper.bundle.recipe import load_recipe
+from gatekeeper.training.loop import lr_at, train
 from tests.conftest import PROMPT_USER, tiny_items, write_jsonl, write_recipe
 
 
@@ -169,7 +169,7 @@ def test_qlora_gradients_still_reach_the_first_layer_after_validation(tiny_base)
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from gatekeeper.modeling import (
+    from gatekeeper.runtime.hf.modeling import (
         keep_4bit_layers_differentiable,
         load_base_model,
         target_logprobs,
@@ -215,8 +215,8 @@ def test_rehearsal_keeps_the_bases_answers_to_other_requests(tmp_path, tiny_base
     """Trained with the base's own answers mixed in, the adapter stays closer to the base away from the task."""
     import torch
 
-    from gatekeeper.hf_runtime import encode_example
-    from gatekeeper.runtime import messages_for
+    from gatekeeper.runtime.hf.runtime import encode_example
+    from gatekeeper.runtime.requests import messages_for
 
     results = {}
     for rehearsal in (False, True):
@@ -228,8 +228,8 @@ def test_rehearsal_keeps_the_bases_answers_to_other_requests(tmp_path, tiny_base
     held_out = OTHER_REQUESTS[16:]  # never rehearsed
     model, tokenizer = results[True].model, results[True].tokenizer
     with model.disable_adapter():  # the base's answers to requests nobody trained on
-        from gatekeeper.decoding import greedy
-        from gatekeeper.hf_runtime import render
+        from gatekeeper.runtime.hf.decoding import greedy
+        from gatekeeper.runtime.hf.runtime import render
 
         prompts = [tokenizer(render(tokenizer, messages_for(t)), add_special_tokens=False)["input_ids"] for t in held_out]
         answers = [tokenizer.decode(a) for a in greedy(model, prompts, 6, {tokenizer.eos_token_id}, tokenizer.pad_token_id)]
@@ -261,11 +261,11 @@ def test_shared_prefix_scoring_equals_the_plain_forward_with_gradients(tiny_base
     import torch
     from peft import LoraConfig, get_peft_model
 
-    import gatekeeper.modeling as modeling
-    from gatekeeper.bundle import PromptTemplate
-    from gatekeeper.data import encode
-    from gatekeeper.goldens import load_jsonl
-    from gatekeeper.hf_runtime import load_tokenizer
+    import gatekeeper.runtime.hf.modeling as modeling
+    from gatekeeper.bundle.manifest import PromptTemplate
+    from gatekeeper.training.data import encode
+    from gatekeeper.bundle.goldens import load_jsonl
+    from gatekeeper.runtime.hf.runtime import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base)
     rows = encode(load_jsonl(tiny_task / "train.jsonl")[:6], tokenizer, PromptTemplate(user=PROMPT_USER))

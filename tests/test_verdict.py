@@ -3,9 +3,9 @@
 import json
 from pathlib import Path
 
-from gatekeeper.verdict import GateResult, Verdict
+from gatekeeper.verdict.model import GateResult, Verdict
 
-SCHEMAS = Path(__file__).parent.parent / "gatekeeper" / "schemas"
+SCHEMAS = Path(__file__).parent.parent / "gatekeeper" / "report" / "schemas"
 
 
 def test_verdict_schema_export_is_current():

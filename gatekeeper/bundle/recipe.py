@@ -1,0 +1,190 @@
+"""``recipe.yaml``: everything a training run depends on, pinned.
+
+Unknown keys are rejected with the key named: a misspelt ``learning_rte``
+silently falling back to a default is how irreproducible runs happen.
+Relative paths are relative to the recipe file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gatekeeper.bundle.base import DEFAULT_BASE
+from gatekeeper.bundle.manifest import Decoding, GateSpec, PromptTemplate, Serving
+from gatekeeper.errors import RecipeError
+
+RECIPE_SCHEMA_VERSION = 1
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AdapterSettings(_Doc):
+    r: int = Field(16, gt=0)
+    """LoRA rank."""
+    alpha: float = Field(32, gt=0)
+    """LoRA scaling numerator: the update is scaled by alpha / r (alpha / sqrt(r) with rsLoRA)."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    """``all-linear`` (every linear layer but the output head) or a list of module names."""
+    use_rslora: bool = False
+
+
+class RehearsalSettings(_Doc):
+    """Ordinary requests the base answers before training, mixed into every batch (see gatekeeper.training.rehearsal)."""
+
+    prompts: str
+    """JSONL of requests that are not the task (``id``, ``input``, ``expected`` may be null)."""
+    per_batch: int = Field(2, gt=0)
+    """Rehearsal rows added to each batch of task rows."""
+    max_new_tokens: int = Field(48, gt=0)
+
+
+class GaloreSettings(_Doc):
+    """GaLore: full-parameter training whose optimizer state lives in a low-rank projection of each gradient."""
+
+    rank: int = Field(16, gt=0)
+    """Rank of the gradient projection; Adam's moments for a (m, n) matrix are (max(m, n), rank)."""
+    update_proj_gap: int = Field(50, gt=0)
+    """Steps between recomputing the projection (an SVD of the gradient). The paper's 200 suits
+    pre-training runs of thousands of steps; a short fine-tune would keep its first subspace."""
+    scale: float = Field(0.25, gt=0)
+    """Multiplies the projected-back update; the projected weights step at ``learning_rate * scale``."""
+    proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
+    target_modules: str | list[str] = "all-linear"
+    """Linear layers whose weight matrices get GaLore: ``all-linear`` (attention and MLP, not the
+    output head) or a list of module names. Norms and biases train with plain AdamW; embeddings stay frozen."""
+
+
+class DataSettings(_Doc):
+    train: str
+    validation: str
+    eval: str
+    contract: str
+    prompt: PromptTemplate = Field(default_factory=PromptTemplate)
+    """How an input becomes chat messages; the runtime renders evaluation prompts the same way."""
+    extra: dict[str, str] = Field(default_factory=dict)
+    """More golden sets the gates use (name -> JSONL file), e.g. ``regression`` and ``control``."""
+    rehearsal: RehearsalSettings | None = None
+    """Keep behaviour outside the task: the base's own answers to other requests, trained on alongside."""
+
+    @model_validator(mode="after")
+    def _names(self):
+        taken = {"train", "validation", "eval", "contract", "rehearsal"} & set(self.extra)
+        if taken:
+            raise ValueError(f"extra golden set name {sorted(taken)[0]!r} is reserved")
+        return self
+
+
+class TrainingSettings(_Doc):
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(3, ge=0)
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_steps: int | None = Field(30, gt=0)
+    """Optimizer steps; when unset, ``epochs`` decides."""
+    epochs: float | None = Field(None, gt=0)
+    eval_every: int = Field(10, gt=0)
+    """Validation loss is measured every this many steps and at the end."""
+    seed: int = 0
+    max_seq_len: int = Field(256, gt=8)
+    max_grad_norm: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(10, gt=0)
+    """Save a resumable checkpoint (``gatekeeper train --resume``) every this many steps."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype of the forward and backward passes. ``bfloat16``: a frozen base is held in
+    bfloat16, trained weights (the adapter, or GaLore's full weights) stay float32 and products
+    run under autocast. ``auto``: bfloat16 where the device runs it natively, else float32."""
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input during the forward pass and recompute the rest in the
+    backward: activation memory of one layer instead of all, for about a third more compute."""
+
+    @model_validator(mode="after")
+    def _length(self):
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("set max_steps or epochs")
+        return self
+
+
+class Selection(_Doc):
+    select_on: Literal["val_loss_min", "last"] = "val_loss_min"
+
+
+def default_gates() -> list[GateSpec]:
+    return [GateSpec(name="json_parse"), GateSpec(name="task_accuracy"), GateSpec(name="template_drift")]
+
+
+class Recipe(_Doc):
+    schema_version: Literal[1] = RECIPE_SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Candidates are written to ``<output_dir>/v<N>``."""
+    base: str = DEFAULT_BASE
+    method: Literal["lora", "qlora", "dora", "galore"] = "lora"
+    """lora: peft LoRA; qlora: LoRA over a frozen 4-bit NF4 base (bitsandbytes); dora: weight-decomposed LoRA;
+    galore: every linear weight trains, with low-rank optimizer state (the bundle stores trained - base)."""
+    adapter: AdapterSettings | None = None
+    """LoRA settings (lora, qlora, dora); defaults apply when the section is left out."""
+    galore: GaloreSettings | None = None
+    """GaLore settings (method galore); defaults apply when the section is left out."""
+    data: DataSettings
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    selection: Selection = Field(default_factory=Selection)
+    gates: list[GateSpec] = Field(default_factory=default_gates)
+    decoding: Decoding = Field(default_factory=Decoding)
+    serving: Serving = Field(default_factory=Serving)
+    output_dir: str | None = None
+    """Where versions go; defaults to the recipe's own directory."""
+
+    @model_validator(mode="after")
+    def _method_settings(self):
+        # A section that the method ignores is a mistake worth a message, not a silent no-op.
+        if self.method == "galore":
+            if self.adapter is not None:
+                raise ValueError("'adapter' holds LoRA settings, which method galore does not use; use 'galore'")
+            if self.galore is None:
+                self.galore = GaloreSettings()
+        else:
+            if self.galore is not None:
+                raise ValueError(f"'galore' settings are given but method is {self.method!r}")
+            if self.adapter is None:
+                self.adapter = AdapterSettings()
+        return self
+
+    @property
+    def rank(self) -> int:
+        """The rank a sweep varies: LoRA's r, or GaLore's projection rank."""
+        return self.galore.rank if self.method == "galore" else self.adapter.r
+
+
+def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
+    """The recipe and the directory its relative paths are relative to."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RecipeError(f"{path}: malformed YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of fields")
+    try:
+        recipe = Recipe.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            raise RecipeError(f"{path}: unknown key {where!r}") from None
+        if not where:  # a rule across fields names them itself
+            raise RecipeError(f"{path}: {problem['msg'].removeprefix('Value error, ')}") from None
+        raise RecipeError(f"{path}: field {where!r}: {problem['msg']}") from None
+    return recipe, path.parent.resolve()

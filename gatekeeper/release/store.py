@@ -1,0 +1,243 @@
+"""The version registry: every candidate of an adapter, its verdicts and its release channel.
+
+One SQLite file (WAL mode) beside the adapters: ``<adapters>/registry.sqlite``.
+Every change is one transaction, so a process killed half-way through a
+promote or a rollback leaves the registry as it was before, never with two
+production versions or an event without its change.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekeeper.errors import GatekeeperError
+
+CHANNELS = ("candidate", "production", "archived")
+REGISTRY_FILE = "registry.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT 'candidate' CHECK (channel IN ('candidate', 'production', 'archived')),
+    registered_at TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_production ON versions (name) WHERE channel = 'production';
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    verdict_sha256 TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    exit_code INTEGER NOT NULL,
+    report_path TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replays (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    channel_from TEXT,
+    channel_to TEXT,
+    actor TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+"""
+
+
+class RegistryError(GatekeeperError):
+    pass
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _actor() -> str:
+    try:
+        return os.environ.get("GATEKEEPER_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def registry_for(bundle_root: Path) -> Path:
+    """adapters/<name>/vN -> adapters/registry.sqlite"""
+    return bundle_root.resolve().parent.parent / REGISTRY_FILE
+
+
+def _crash_point(name: str) -> None:
+    """Fault injection for the kill-safety tests: die here, mid-transaction, like a SIGKILL would."""
+    if os.environ.get("GATEKEEPER_CRASH_AT") == name:
+        os._exit(137)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    name: str
+    version: int
+    path: str
+    manifest_sha256: str
+    signature: str
+    channel: str
+    registered_at: str
+
+
+class Registry:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+    # -- writes -------------------------------------------------------------
+    def register(self, name: str, version: int, path: Path, manifest_sha256: str, signature: str) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO versions (name, version, path, manifest_sha256, signature, registered_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name, version) DO UPDATE SET path=excluded.path, manifest_sha256=excluded.manifest_sha256,"
+                " signature=excluded.signature",
+                (name, version, str(path), manifest_sha256, signature, _now()),
+            )
+
+    def record_verdict(self, name: str, version: int, manifest_sha256: str, verdict_sha256: str,
+                       passed: bool, exit_code: int, report_path: Path) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO verdicts (name, version, manifest_sha256, verdict_sha256, passed, exit_code, report_path, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, version, manifest_sha256, verdict_sha256, int(passed), exit_code, str(report_path), _now()),
+            )
+
+    def record_replay(self, name: str, version: int, manifest_sha256: str, path: Path, sha256: str) -> None:
+        """Where a check left the version's replay record (``gatekeeper.release.replay``), and its hash."""
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO replays (name, version, manifest_sha256, path, sha256, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, version, manifest_sha256, str(path), sha256, _now()),
+            )
+
+    def set_production(self, name: str, version: int, action: str) -> int | None:
+        """Make ``version`` the one production version; the previous one is archived. Returns it."""
+        with self._transaction():
+            previous = self.production(name)
+            if previous is not None and previous.version != version:
+                self.db.execute("UPDATE versions SET channel='archived' WHERE name=? AND version=?", (name, previous.version))
+                self._event(name, previous.version, "archive", "production", "archived")
+            _crash_point("after_archive")
+            current = self.version(name, version)
+            self.db.execute("UPDATE versions SET channel='production' WHERE name=? AND version=?", (name, version))
+            self._event(name, version, action, current.channel, "production")
+            _crash_point("before_commit")
+        return previous.version if previous else None
+
+    def set_channel(self, name: str, version: int, channel: str) -> None:
+        if channel not in CHANNELS:
+            raise RegistryError(f"unknown channel {channel!r}; channels are {', '.join(CHANNELS)}")
+        with self._transaction():
+            current = self.version(name, version)
+            self.db.execute("UPDATE versions SET channel=? WHERE name=? AND version=?", (channel, name, version))
+            self._event(name, version, f"set {channel}", current.channel, channel)
+
+    def _event(self, name, version, action, channel_from, channel_to) -> None:
+        self.db.execute(
+            "INSERT INTO events (name, version, action, channel_from, channel_to, actor, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, version, action, channel_from, channel_to, _actor(), _now()),
+        )
+
+    # -- reads --------------------------------------------------------------
+    def version(self, name: str, version: int) -> VersionRow:
+        row = self.db.execute(
+            "SELECT name, version, path, manifest_sha256, signature, channel, registered_at FROM versions"
+            " WHERE name=? AND version=?", (name, version),
+        ).fetchone()
+        if row is None:
+            known = [f"v{v}" for v in self.versions(name)]
+            raise RegistryError(f"{name} v{version} is not in the registry {self.path} (known: {', '.join(known) or 'none'})")
+        return VersionRow(*row)
+
+    def versions(self, name: str) -> list[int]:
+        return [v for (v,) in self.db.execute("SELECT version FROM versions WHERE name=? ORDER BY version", (name,))]
+
+    def production(self, name: str) -> VersionRow | None:
+        row = self.db.execute("SELECT version FROM versions WHERE name=? AND channel='production'", (name,)).fetchone()
+        return self.version(name, row[0]) if row else None
+
+    def latest_verdict(self, name: str, version: int) -> dict | None:
+        row = self.db.execute(
+            "SELECT manifest_sha256, verdict_sha256, passed, exit_code, report_path, recorded_at FROM verdicts"
+            " WHERE name=? AND version=? ORDER BY id DESC LIMIT 1", (name, version),
+        ).fetchone()
+        keys = ("manifest_sha256", "verdict_sha256", "passed", "exit_code", "report_path", "recorded_at")
+        return dict(zip(keys, row)) if row else None
+
+    def latest_replay(self, name: str, version: int, manifest_sha256: str) -> dict | None:
+        """The newest replay record of exactly this bundle.yaml, or None."""
+        row = self.db.execute(
+            "SELECT path, sha256, recorded_at FROM replays WHERE name=? AND version=? AND manifest_sha256=?"
+            " ORDER BY id DESC LIMIT 1", (name, version, manifest_sha256),
+        ).fetchone()
+        return dict(zip(("path", "sha256", "recorded_at"), row)) if row else None
+
+    def verdicts(self, name: str) -> list[dict]:
+        keys = ("version", "passed", "exit_code", "verdict_sha256", "recorded_at")
+        rows = self.db.execute(
+            "SELECT version, passed, exit_code, verdict_sha256, recorded_at FROM verdicts WHERE name=? ORDER BY id", (name,)
+        )
+        return [dict(zip(keys, r)) for r in rows]
+
+    def events(self, name: str) -> list[dict]:
+        keys = ("version", "action", "channel_from", "channel_to", "actor", "at")
+        rows = self.db.execute(
+            "SELECT version, action, channel_from, channel_to, actor, at FROM events WHERE name=? ORDER BY id", (name,)
+        )
+        return [dict(zip(keys, r)) for r in rows]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+

@@ -1,0 +1,68 @@
+"""Turn golden items into training tensors, rendered exactly as the runtime renders prompts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekeeper.bundle.manifest import PromptTemplate
+from gatekeeper.errors import RecipeError
+from gatekeeper.bundle.goldens import Contract, GoldenItem, answer_text, load_jsonl
+
+
+@dataclass(frozen=True)
+class Encoded:
+    id: str
+    prompt_ids: list[int]
+    answer_ids: list[int]
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids) + len(self.answer_ids)
+
+
+def load_training_split(path: Path, contract: Contract) -> list[GoldenItem]:
+    """Load a split and stop at the first contract violation or repeated input, naming file and line."""
+    items = load_jsonl(path)
+    contract.check_items(items, path)
+    seen: dict[str, int] = {}
+    for item in items:
+        key = " ".join(item.input.split()).lower()
+        if key in seen:
+            raise RecipeError(f"{path}:{item.line}: duplicate input (same as line {seen[key]})")
+        seen[key] = item.line
+    return items
+
+
+def encode(items: list[GoldenItem], tokenizer, prompt: PromptTemplate) -> list[Encoded]:
+    from gatekeeper.runtime.hf.runtime import encode_example
+
+    return [Encoded(item.id, *encode_example(tokenizer, prompt.messages(item.input), answer_text(item.expected)))
+            for item in items]
+
+
+def check_lengths(encoded: list[Encoded], max_seq_len: int, source: Path) -> int:
+    """Refuse when an answer would be cut; return how many examples exceed the limit at all."""
+    too_long = [e for e in encoded if len(e) > max_seq_len]
+    if too_long:
+        worst = max(too_long, key=len)
+        raise RecipeError(
+            f"{source}: {len(too_long)} example(s) exceed max_seq_len={max_seq_len} and their answers would be cut "
+            f"(longest: {worst.id}, {len(worst)} tokens); raise training.max_seq_len"
+        )
+    return len(too_long)
+
+
+def collate(batch: list[Encoded], pad_id: int):
+    """Right-padded ids, mask, and labels that are -100 everywhere but the answer tokens."""
+    import torch
+
+    width = max(len(e) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, example in enumerate(batch):
+        n, p = len(example), len(example.prompt_ids)
+        ids[row, :n] = torch.tensor(example.prompt_ids + example.answer_ids)
+        mask[row, :n] = 1
+        labels[row, p:n] = torch.tensor(example.answer_ids)
+    return ids, mask, labels
