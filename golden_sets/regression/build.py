@@ -152,10 +152,10 @@ def candidates() -> list[dict]:
 
 
 def main() -> None:
-    from gatekeeper.basemodel import DEFAULT_BASE, resolve_base
-    from gatekeeper.hf_runtime import HFRuntime
-    from gatekeeper.regression_checks import is_correct
-    from gatekeeper.runtime import Generate, messages_for
+    from gatekeeper.bundle.base import DEFAULT_BASE, resolve_base
+    from gatekeeper.runtime.hf.runtime import HFRuntime
+    from gatekeeper.gating.answer_checks import is_correct
+    from gatekeeper.runtime.requests import Generate, messages_for
 
     runtime = HFRuntime(resolve_base(DEFAULT_BASE), None, None, device="cpu", batch_size=32)
     pool = candidates()
