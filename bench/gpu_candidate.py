@@ -22,12 +22,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 def main() -> None:
     import yaml
-
     from trainer import bench_recipe
 
-    from gatekeeper.training.versions import write_candidate
     from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.training.loop import train
+    from gatekeeper.training.versions import write_candidate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("base", type=Path)

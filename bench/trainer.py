@@ -116,11 +116,11 @@ def run_stock(args) -> dict:
     )
 
     from gatekeeper.bundle.base import resolve_base
-    from gatekeeper.training.data import encode, load_training_split
     from gatekeeper.bundle.goldens import Contract
-    from gatekeeper.runtime.hf.runtime import load_tokenizer
-    from gatekeeper.runtime.hf.modeling import load_base_model
     from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.runtime.hf.modeling import load_base_model
+    from gatekeeper.runtime.hf.rendering import load_tokenizer
+    from gatekeeper.training.data import encode, load_training_split
 
     with tempfile.TemporaryDirectory() as tmp:
         recipe, root = load_recipe(bench_recipe(args, Path(tmp)))

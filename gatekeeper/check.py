@@ -7,72 +7,72 @@ bundle costs seconds and leaves nothing half-written.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from gatekeeper import __version__
-from gatekeeper.bundle.base import ResolvedBase, cache_root, resolve_base
-from gatekeeper.bundle.manifest import Bundle, LoadedBundle, build_gates, load_bundle
-from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
-from gatekeeper.gating.engine import PhaseReporter, run_gates
+from gatekeeper.bundle.base import ResolvedBase, base_fingerprint, cache_root
+from gatekeeper.bundle.loading import LoadedBundle
+from gatekeeper.bundle.manifest import MANIFEST
+from gatekeeper.bundle.signing import SignatureStatus, load_verified
 from gatekeeper.errors import BundleError
-from gatekeeper._util.hashing import sha256_json
+from gatekeeper.gating.engine import (
+    PhaseReporter,
+    Plan,
+    context_for,
+    plan_gates,
+    run_plan,
+)
+from gatekeeper.gating.registry import build_gates
+from gatekeeper.release.channels import record_check, registered_replay
 from gatekeeper.release.replay import DEFAULT_ITEMS, write_record
 from gatekeeper.report.render import write_reports
-from gatekeeper.bundle.signing import SignatureStatus, verify_signature
+from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
+from gatekeeper.runtime.protocol import Runtime
+from gatekeeper.runtime.select import adapter_sha256, bundle_base, open_runtime
+from gatekeeper.verdict.files import default_report_dir
 from gatekeeper.verdict.model import BundleSummary, Verdict, exit_code_for
 
 
 @dataclass
 class Prepared:
+    """A check ready to run: everything known and refused that can be before any weights load."""
+
     bundle: LoadedBundle
     gates: list
     base: ResolvedBase
-    runtime: object  # an HFRuntime, before any weights are loaded
+    runtime: Runtime  # set up, with no weights loaded yet
     signature: SignatureStatus
+    plan: Plan  # every gate's requests, and the gates that will be skipped and why
 
 
-def adapter_sha256(bundle: LoadedBundle) -> str:
-    return sha256_json(bundle.manifest.adapter.files)
+def check_tokenizer(bundle: LoadedBundle, base: ResolvedBase) -> None:
+    """The base's tokenizer and chat template are the ones the adapter was trained with.
+
+    With a template_drift gate the difference is reported, with a diff, as that gate's failure instead.
+    """
+    if any(spec.name == "template_drift" for spec in bundle.manifest.gates):
+        return
+    found = base_fingerprint(base.path)
+    for key in ("tokenizer_sha256", "chat_template_sha256"):
+        if found[key] != getattr(bundle.manifest.base, key):
+            what = key.removesuffix("_sha256").replace("_", " ")
+            raise BundleError(f"{what} of base {bundle.manifest.base.ref!r} differs from the one the adapter was trained with")
 
 
 def prepare(path: str | Path, *, device: str | None = None, allow_unsigned: bool = False) -> Prepared:
-    """Everything short of loading weights: hashes, signature, gates, base identity, tokenizer."""
-    from gatekeeper.runtime.hf.runtime import HFRuntime
-
-    bundle = load_bundle(path)
-    signature = verify_signature(bundle.root)
-    if not signature.ok and not (allow_unsigned and signature.state == "unsigned"):
-        hint = " (pass --allow-unsigned to check it anyway)" if signature.state == "unsigned" else ""
-        raise BundleError(signature.detail + hint)
+    """Everything short of loading weights: hashes, signature, gates and their requests, base identity, tokenizer."""
+    bundle, signature = load_verified(path, allow_unsigned=allow_unsigned)
     gates = build_gates(bundle.manifest)
-    manifest = bundle.manifest
-    base = resolve_base(manifest.base.ref, relative_to=bundle.root)
-    if base.sha256 != manifest.base.sha256:
-        raise BundleError(
-            f"adapter was trained for base sha256 {manifest.base.sha256[:12]}…, "
-            f"but {manifest.base.ref!r} is {base.sha256[:12]}…"
-        )
-    serving = manifest.serving
-    runtime = HFRuntime(
-        base, bundle.adapter_dir, adapter_sha256(bundle),
-        device=device or serving.device, dtype=serving.dtype, quantization=serving.quantization,
-        batch_size=serving.batch_size, adapter_kind=manifest.adapter.kind,
-    )
-    found = runtime.fingerprint()
-    # With a template_drift gate the difference is reported, with a diff, as a gate failure.
-    watched = any(spec.name == "template_drift" for spec in manifest.gates)
-    for key in () if watched else ("tokenizer_sha256", "chat_template_sha256"):
-        recorded = getattr(manifest.base, key)
-        if found[key] != recorded:
-            what = key.removesuffix("_sha256").replace("_", " ")
-            raise BundleError(f"{what} of base {manifest.base.ref!r} differs from the one the adapter was trained with")
-    return Prepared(bundle, gates, base, runtime, signature)
+    if not gates:
+        raise BundleError(f"{bundle.root / MANIFEST}: 'gates' is empty; a check with nothing to check cannot pass")
+    base = bundle_base(bundle)
+    check_tokenizer(bundle, base)
+    runtime = open_runtime(bundle, base, device=device)
+    plan = plan_gates(context_for(bundle, runtime), gates, runtime.capabilities())
+    return Prepared(bundle, gates, base, runtime, signature, plan)
 
 
 def environment(identity: dict) -> dict:
@@ -107,20 +107,19 @@ def _thin(curve: list, points: int = CURVE_POINTS) -> list:
 
 def _training_summary(bundle: LoadedBundle) -> dict:
     """What the report and ``gatekeeper diff`` show of how the candidate was made."""
-    manifest = bundle.manifest
-    if manifest.training is None:
+    record = bundle.training_record
+    if record is None:
         return {}
-    record = json.loads(bundle.path(manifest.training).read_text(encoding="utf-8"))
     summary = {k: record[k] for k in TRAINING_FIELDS if k in record}
     if record.get("train_curve"):
         summary["train_curve"] = _thin(record["train_curve"])
-    if manifest.recipe is not None:
-        recipe = yaml.safe_load(bundle.path(manifest.recipe).read_text(encoding="utf-8")) or {}
+    if bundle.recipe is not None:
+        written = bundle.recipe.model_dump(mode="json", exclude_unset=True)  # what the recipe says, not defaults
         # Flat "section.key" names, so two candidates' settings compare line by line.
         summary["hyperparameters"] = {
             f"{section}.{key}": value
             for section in ("adapter", "galore", "training")
-            for key, value in sorted((recipe.get(section) or {}).items())
+            for key, value in sorted((written.get(section) or {}).items())
         }
     return summary
 
@@ -141,11 +140,6 @@ def summarize(bundle: LoadedBundle, signature: SignatureStatus) -> BundleSummary
         signature=str(signature),
         training=_training_summary(bundle),
     )
-
-
-def default_report_dir(manifest: Bundle) -> Path:
-    """Where ``gatekeeper check`` writes a bundle's reports unless told otherwise."""
-    return Path("reports") / manifest.name / f"v{manifest.version}"
 
 
 def run_check(
@@ -172,14 +166,15 @@ def run_check(
     served = CachedRuntime(runtime, cache) if cache else runtime
     replay_path = None
     try:
-        results = run_gates(prepared.bundle, prepared.gates, served, report_phase, report_dir=out_dir)
+        # Planned again now the report directory is known (a gate may write an artifact there):
+        # asking gates for requests is pure and cheap, and every refusal already happened in prepare.
+        plan = plan_gates(context_for(prepared.bundle, runtime, out_dir), prepared.gates, runtime.capabilities())
+        results = run_plan(plan, served, report_phase)
         # Only when a gate asked the adapter anyway: a check of data alone loads no model for a record.
         if record and replay_items > 0 and any({"adapter", "merged"} & set(gate.sides) for gate, _ in prepared.gates):
             # Recorded fresh, as one batch, exactly as a drill replays it: a cached answer
             # decoded in another batch could differ from a replay by a float-level tie.
-            # An intact record the registry already vouches for is kept, so a re-check stays cheap.
-            from gatekeeper.release.channels import registered_replay
-
+            # An intact record the version store already vouches for is kept, so a re-check stays cheap.
             replay_path = registered_replay(prepared.bundle) or write_record(prepared.bundle, runtime, replay_items)
     finally:
         if cache:
@@ -198,9 +193,7 @@ def run_check(
         timing=timing,
     )
     paths = write_reports(verdict, out_dir)
-    if record:  # promote reads the latest verdict from the registry, a rollback drill the replay record
-        from gatekeeper.release.channels import record_check
-
+    if record:  # promote reads the latest verdict from the version store, a rollback drill the replay record
         record_check(prepared.bundle, str(prepared.signature), paths["verdict.json"], verdict.passed, verdict.exit_code,
                      replay_path)
     return verdict, paths

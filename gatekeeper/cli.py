@@ -11,8 +11,10 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
+from gatekeeper._util.text import first_line, shorten
 from gatekeeper.errors import ExitCode, GatekeeperError
 
 
@@ -47,7 +49,13 @@ def cmd_gates_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from gatekeeper.check import prepare, run_check
 
@@ -74,13 +82,13 @@ def _print_summary(verdict) -> None:
 
     table = Table("gate", "status", "kind", "metric", "base", "adapter", "delta", "rule", title="gatekeeper verdict")
     for result in verdict.gates:
-        style = {"passed": "green", "failed": "red", "error": "yellow"}[result.status]
+        style = {"passed": "green", "failed": "red", "skipped": "dim", "error": "yellow"}[result.status]
         head = result.metrics[0] if result.metrics else None
         fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
         table.add_row(
             result.name, f"[{style}]{result.status}[/]", "required" if result.required else "advisory",
             head.name if head else "", fmt(head.base) if head else "", fmt(head.adapter) if head else "",
-            fmt(head.delta) if head else "", result.rule or (result.error or ""),
+            fmt(head.delta) if head else "", result.rule or result.error or result.skip_reason or "",
         )
     console = _stdout_console()
     console.print(table)
@@ -89,8 +97,9 @@ def _print_summary(verdict) -> None:
 
 
 def cmd_diff(args) -> int:
-    from gatekeeper.verdict.diff import diff_verdicts, read_verdict
     from gatekeeper.report.render import write_diff_html
+    from gatekeeper.verdict.diff import diff_verdicts
+    from gatekeeper.verdict.files import read_verdict
 
     diff = diff_verdicts(read_verdict(args.a), read_verdict(args.b))
     default = Path("reports") / "diffs" / f"{_slug(diff.label_a)}--{_slug(diff.label_b)}.html"
@@ -173,7 +182,13 @@ def _interrupt_on_sigterm():
 
 def _train_with_progress(recipe, root: Path, console, quiet: bool, **kwargs):
     """Train with a progress bar: step of total, loss, validation loss when measured, tokens/s."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from gatekeeper.training.loop import train
 
@@ -191,9 +206,9 @@ def _train_with_progress(recipe, root: Path, console, quiet: bool, **kwargs):
 
 
 def cmd_train(args) -> int:
+    from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.training import checkpoint
     from gatekeeper.training.versions import write_candidate
-    from gatekeeper.bundle.recipe import load_recipe
 
     recipe, root = load_recipe(args.recipe)
     console = _console()
@@ -214,17 +229,17 @@ def cmd_train(args) -> int:
 def cmd_sweep(args) -> int:
     from rich.table import Table
 
-    from gatekeeper.training.versions import write_candidate
-    from gatekeeper.check import prepare, run_check
     from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.check import prepare, run_check
     from gatekeeper.sweep import COLUMNS, parse_ranks, row_for, with_rank, write_outputs
+    from gatekeeper.training.methods import get_method
+    from gatekeeper.training.versions import write_candidate
 
     ranks = parse_ranks(args.rank)  # before anything loads: a typo costs nothing
     recipe, root = load_recipe(args.recipe)
-    if recipe.method == "galore":
-        from gatekeeper.training.galore import check_settings
-
-        check_settings(with_rank(recipe, ranks[-1]), root)
+    method = get_method(recipe.method)
+    if method.preflight is not None:  # with the largest rank: a rank the base cannot take costs seconds
+        method.preflight(with_rank(recipe, ranks[-1]), root)
     out = Path(args.out) if args.out else Path("reports") / f"sweep-{recipe.name}"
     console = _console()
     rows = []
@@ -249,9 +264,9 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from gatekeeper.bundle.manifest import load_bundle
-    from gatekeeper.errors import BundleError
+    from gatekeeper.bundle.loading import load_bundle
     from gatekeeper.bundle.signing import verify_signature
+    from gatekeeper.errors import BundleError
 
     bundle = load_bundle(args.bundle)  # every artifact hash, naming the file that differs
     status = verify_signature(bundle.root)
@@ -272,7 +287,7 @@ def cmd_promote(args) -> int:
 def cmd_rollback(args) -> int:
     from gatekeeper.release.channels import rollback
 
-    print(rollback(args.name, _version_number(args.to), Path(args.registry), replay=not args.no_replay, device=args.device))
+    print(rollback(args.name, _version_number(args.to), Path(args.store), replay=not args.no_replay, device=args.device))
     return ExitCode.PASSED
 
 
@@ -287,26 +302,26 @@ def cmd_history(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from gatekeeper.release.store import Registry, RegistryError
+    from gatekeeper.release.store import VersionStore, VersionStoreError
 
-    if not Path(args.registry).is_file():
-        raise RegistryError(f"no registry at {args.registry}")
-    with Registry(Path(args.registry)) as registry:
-        versions = registry.versions(args.name)
+    if not Path(args.store).is_file():
+        raise VersionStoreError(f"no version store at {args.store}")
+    with VersionStore(Path(args.store)) as store:
+        versions = store.versions(args.name)
         if not versions:
-            raise RegistryError(f"no versions of {args.name!r} in {args.registry}")
+            raise VersionStoreError(f"no versions of {args.name!r} in {args.store}")
         table = Table("version", "channel", "latest verdict", "signature", "registered", title=f"{args.name}: versions")
         for number in versions:
-            row = registry.version(args.name, number)
-            verdict = registry.latest_verdict(args.name, number)
+            row = store.version(args.name, number)
+            verdict = store.latest_verdict(args.name, number)
             word = "none" if verdict is None else ("pass" if verdict["passed"] else f"fail (exit {verdict['exit_code']})")
             table.add_row(f"v{number}", row.channel, word, row.signature, row.registered_at)
         verdicts = Table("when", "version", "verdict", "verdict sha256", title="verdicts")
-        for verdict in registry.verdicts(args.name):
+        for verdict in store.verdicts(args.name):
             word = "pass" if verdict["passed"] else f"fail (exit {verdict['exit_code']})"
             verdicts.add_row(verdict["recorded_at"], f"v{verdict['version']}", word, verdict["verdict_sha256"][:12])
         events = Table("when", "version", "action", "from", "to", "who", title="events")
-        for event in registry.events(args.name):
+        for event in store.events(args.name):
             events.add_row(event["at"], f"v{event['version']}", event["action"], event["channel_from"] or "",
                            event["channel_to"] or "", event["actor"])
     console = Console()
@@ -377,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="restore an earlier production version")
     rollback.add_argument("name")
     rollback.add_argument("--to", required=True, help="the version to restore, e.g. v1")
-    rollback.add_argument("--registry", default="adapters/registry.sqlite")
+    rollback.add_argument("--store", default="adapters/versions.sqlite")
     rollback.add_argument("--no-replay", action="store_true",
                           help="verify hashes and signature only; do not replay the version's recorded outputs")
     rollback.add_argument("--device", help="where to replay (default: the version's serving device)")
@@ -385,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = sub.add_parser("history", help="versions, verdicts and promotions of an adapter")
     history.add_argument("name")
-    history.add_argument("--registry", default="adapters/registry.sqlite")
+    history.add_argument("--store", default="adapters/versions.sqlite")
     history.set_defaults(func=cmd_history)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of a document")
@@ -394,12 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings a user should read (a broken gate package) as one line, not a source location."""
+    print(f"gatekeeper: warning: {shorten(str(message), 400)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warnings
     try:
         return int(args.func(args))
     except GatekeeperError as exc:
-        print(f"gatekeeper: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"gatekeeper: error: {shorten(first_line(exc), 1000)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("gatekeeper: interrupted", file=sys.stderr)

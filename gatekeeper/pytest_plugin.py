@@ -59,7 +59,8 @@ class GatekeeperRun:
 
     def prepare(self) -> None:
         """Every hash, the signature and each gate's parameters, before any weights load."""
-        from gatekeeper.check import default_report_dir, prepare
+        from gatekeeper.check import prepare
+        from gatekeeper.verdict.files import default_report_dir
 
         self.prepared = prepare(self.bundle_path, device=self.device, allow_unsigned=self.allow_unsigned)
         if self.report_dir is None:
@@ -148,6 +149,8 @@ class GateItem(pytest.Item):
         result = self.run.result().gate(self.name)
         if result.status == "passed":
             return
+        if result.status == "skipped":  # not evaluated: a skip with its reason, never a pass
+            pytest.skip(f"gate {self.name!r} not evaluated: {result.skip_reason}")
         report = str(self.run.reports.get("report.html", "")) or None
         if not self.required:  # reported, never blocking: the same call junit.xml makes
             pytest.skip(f"advisory gate {result.status}: {result.summary or result.error or result.rule}")

@@ -14,8 +14,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gatekeeper.errors import GatekeeperError
 from gatekeeper.bundle.recipe import Recipe
+from gatekeeper.errors import GatekeeperError
 
 COLUMNS = ("rank", "version", "verdict", "target_accuracy", "regression_accuracy", "best_val_loss",
            "adapter_bytes", "train_seconds")

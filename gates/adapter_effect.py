@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from gatekeeper.bundle.goldens import answer_text
 from gatekeeper.gating.registry import gate
+from gatekeeper.gating.result import Example, GateResult, Metric
 from gatekeeper.runtime.requests import LogLik
-from gatekeeper.verdict.model import Example, GateResult, Metric
 
 
 @gate("adapter_effect")

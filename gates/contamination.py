@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from gatekeeper.bundle.goldens import GoldenItem
 from gatekeeper.gating.overlap import METHODS, OverlapSettings, ReferenceIndex, shorten
 from gatekeeper.gating.registry import gate
-from gatekeeper.verdict.model import Example, GateResult, Metric
+from gatekeeper.gating.result import Example, GateResult, Metric
 
 DEFAULT_SETS = ("eval", "validation")
 

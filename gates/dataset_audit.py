@@ -17,12 +17,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.gating.evidence import label_of
 from gatekeeper.bundle.goldens import GoldenItem, answer_text
+from gatekeeper.gating.evidence import label_of
 from gatekeeper.gating.overlap import Overlap, OverlapSettings, ReferenceIndex, shorten
 from gatekeeper.gating.registry import gate
+from gatekeeper.gating.result import Example, GateResult, Metric
 from gatekeeper.runtime.requests import CountTokens
-from gatekeeper.verdict.model import Example, GateResult, Metric
 
 LISTED = 200  # rows listed per check in the details; counts are always complete
 TRAINING_ENCODED = ("validation",)  # held-out sets the trainer encodes at max_seq_len too

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gatekeeper.gating.evidence import paired_result, rate, worst_examples
 from gatekeeper.bundle.goldens import parse_strict_json
+from gatekeeper.gating.evidence import paired_result, rate, worst_examples
 from gatekeeper.gating.registry import gate
-from gatekeeper.verdict.model import GateResult, Metric
+from gatekeeper.gating.result import GateResult, Metric
 
 
 @gate("json_parse")

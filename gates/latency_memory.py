@@ -16,8 +16,8 @@ same bundle in these figures.
 from __future__ import annotations
 
 from gatekeeper.gating.registry import gate
+from gatekeeper.gating.result import GateResult, Metric
 from gatekeeper.runtime.requests import Timing
-from gatekeeper.verdict.model import GateResult, Metric
 
 SIDES = ("base", "adapter", "merged")
 SERVED = ("adapter", "merged")  # the two ways the candidate can ship; the base is the reference

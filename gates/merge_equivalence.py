@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatekeeper.gating.registry import gate
+from gatekeeper.gating.result import Example, GateResult, Metric
 from gatekeeper.runtime.requests import Divergence, ExportMerged
-from gatekeeper.verdict.model import Example, GateResult, Metric
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 
+from gatekeeper.bundle.manifest import messages_for
+from gatekeeper.gating.answer_checks import is_correct
 from gatekeeper.gating.evidence import paired_result, rate, worst_examples
 from gatekeeper.gating.registry import gate
-from gatekeeper.gating.answer_checks import is_correct
-from gatekeeper.runtime.requests import Generate, LogLik, messages_for
-from gatekeeper.verdict.model import GateResult, Metric
+from gatekeeper.gating.result import GateResult, Metric
+from gatekeeper.runtime.requests import Generate, LogLik
 
 
 @gate("regression")

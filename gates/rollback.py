@@ -1,7 +1,7 @@
 """rollback: if this candidate ships and misbehaves, can the version it replaces be brought back?
 
 The gate runs the restore drill (``gatekeeper.release.restore``) on the adapter's
-current production version from the version registry: every hash and the
+current production version from the version store: every hash and the
 signature verified, then its recorded outputs replayed through a fresh
 runtime for that version. It asks the candidate's runtime nothing.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gatekeeper.gating.registry import gate
-from gatekeeper.verdict.model import Example, GateResult, Metric
+from gatekeeper.gating.result import Example, GateResult, Metric
 
 RULE = "the production version restores (hashes, signature, base, tokenizer) and replays its recorded outputs identically"
 
@@ -28,42 +28,42 @@ class Rollback:
 
     sides = ()
 
-    def __init__(self, registry: str | None = None, replay: bool = True, max_items: int | None = None,
+    def __init__(self, store: str | None = None, replay: bool = True, max_items: int | None = None,
                  device: str | None = None):
         if max_items is not None and max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {max_items}")
-        if registry and Path(registry).expanduser().is_absolute() and not Path(registry).expanduser().is_file():
-            raise ValueError(f"registry {registry!r} does not exist")
-        self.registry, self.replay, self.max_items, self.device = registry, replay, max_items, device
+        if store and Path(store).expanduser().is_absolute() and not Path(store).expanduser().is_file():
+            raise ValueError(f"store {store!r} does not exist")
+        self.store, self.replay, self.max_items, self.device = store, replay, max_items, device
 
     def requests(self, ctx):
         return []
 
-    def _registry_path(self, ctx) -> Path:
-        from gatekeeper.release.store import registry_for
+    def _store_path(self, ctx) -> Path:
+        from gatekeeper.release.store import store_for
 
-        if self.registry:
-            path = Path(self.registry).expanduser()
+        if self.store:
+            path = Path(self.store).expanduser()
             return path if path.is_absolute() else ctx.bundle.root / path
-        return registry_for(ctx.bundle.root)
+        return store_for(ctx.bundle.root)
 
     def evaluate(self, ctx, responses):
         from gatekeeper.release.restore import drill
-        from gatekeeper.release.store import Registry
+        from gatekeeper.release.store import VersionStore
 
         name = ctx.bundle.manifest.name
-        path = self._registry_path(ctx)
+        path = self._store_path(ctx)
         production = None
         if path.is_file():
-            with Registry(path) as registry:
-                production = registry.production(name)
-                result = drill(registry, name, production.version, device=self.device, replay=self.replay,
+            with VersionStore(path) as store:
+                production = store.production(name)
+                result = drill(store, name, production.version, device=self.device, replay=self.replay,
                                max_items=self.max_items) if production else None
         if production is None:
-            where = f"registry {path}" if path.is_file() else f"no registry at {path}"
+            where = f"store {path}" if path.is_file() else f"no version store at {path}"
             return GateResult(name=self.name, status="passed", rule=RULE,
                               summary=f"nothing to roll back to: {name} has no production version ({where})",
-                              details={"registry": str(path), "production": None})
+                              details={"store": str(path), "production": None})
         status = "passed" if result.ok else "failed"
         summary = (f"v{result.version} restores" + (f" and replays {result.replayed} outputs identically"
                                                      if result.replayed and result.ok else "")
@@ -83,7 +83,7 @@ class Rollback:
                 Metric(name="replayed_outputs", adapter=result.replayed),
             ],
             evidence=evidence,
-            details={"registry": str(path), "production": f"{name} v{result.version}", "bundle": result.path,
+            details={"store": str(path), "production": f"{name} v{result.version}", "bundle": result.path,
                      "verified": result.verified, "problems": result.problems, "note": result.note,
                      "replay": "through a fresh runtime for that version, never through the response cache"},
         )

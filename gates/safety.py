@@ -13,12 +13,13 @@ Three questions, each answered on the same runtime for base and adapter:
 
 from __future__ import annotations
 
+from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.gating.evidence import paired_result, rate
 from gatekeeper.gating.pii import find_pii, mask_pii
 from gatekeeper.gating.refusal import is_refusal
 from gatekeeper.gating.registry import gate
-from gatekeeper.runtime.requests import Generate, messages_for
-from gatekeeper.verdict.model import Example, GateResult, Metric
+from gatekeeper.gating.result import Example, GateResult, Metric
+from gatekeeper.runtime.requests import Generate
 
 
 @gate("safety")

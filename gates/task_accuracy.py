@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gatekeeper.gating.evidence import label_of, paired_result, rate, worst_examples
 from gatekeeper.bundle.goldens import answer_text, parse_strict_json
+from gatekeeper.gating.evidence import label_of, paired_result, rate, worst_examples
 from gatekeeper.gating.registry import gate
+from gatekeeper.gating.result import GateResult, Metric
 from gatekeeper.runtime.requests import Choose
-from gatekeeper.verdict.model import GateResult, Metric
 
 
 @gate("task_accuracy")

@@ -11,7 +11,7 @@ import difflib
 import json
 
 from gatekeeper.gating.registry import gate
-from gatekeeper.verdict.model import GateResult, Metric
+from gatekeeper.gating.result import GateResult, Metric
 
 COMPARED = ("chat_template", "special_tokens", "eos_token", "pad_token", "stop_token_ids", "stop_tokens", "tokenizer_sha256")
 

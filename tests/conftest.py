@@ -178,23 +178,23 @@ def write_recipe(directory: Path, base_dir: Path, task: Path, **overrides) -> Pa
 
 def two_tiny_versions(tmp_path: Path, tiny_base: Path, tiny_task: Path) -> tuple[Path, Path, Path]:
     """adapters/tiny/v1 and v2 from one short run, laid out as `gatekeeper train` writes them, and the registry path."""
-    from gatekeeper.training.versions import write_candidate
     from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.training.loop import train
+    from gatekeeper.training.versions import write_candidate
 
     recipe, root = load_recipe(write_recipe(tmp_path / "adapters" / "tiny", tiny_base, tiny_task,
                                             training={"max_steps": 2, "eval_every": 2}))
     result = train(recipe, root)
     v1, v2 = write_candidate(result, recipe, root), write_candidate(result, recipe, root)
-    return v1, v2, tmp_path / "adapters" / "registry.sqlite"
+    return v1, v2, tmp_path / "adapters" / "versions.sqlite"
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_base, tiny_task) -> Path:
     """A candidate trained for a few steps on the tiny model: a real, valid bundle."""
-    from gatekeeper.training.versions import write_candidate
     from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.training.loop import train
+    from gatekeeper.training.versions import write_candidate
 
     recipe_path = write_recipe(tmp_path_factory.mktemp("tiny-candidates"), tiny_base, tiny_task)
     recipe, root = load_recipe(recipe_path)
@@ -216,16 +216,16 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
 
 def fake_bundle(golden: dict[str, list[dict]]):
     """An in-memory bundle for gate logic on a fake runtime: no files, no model."""
+    from gatekeeper.bundle.goldens import Contract, GoldenItem
+    from gatekeeper.bundle.loading import LoadedBundle
     from gatekeeper.bundle.manifest import (
         AdapterRef,
         BaseRef,
         Bundle,
         FileRef,
-        LoadedBundle,
         PromptTemplate,
         TaskSpec,
     )
-    from gatekeeper.bundle.goldens import Contract, GoldenItem
 
     ref = FileRef(path="x", sha256="0" * 64)
     manifest = Bundle(
@@ -264,10 +264,10 @@ def ranked_candidates(tmp_path_factory, tiny_base, tiny_task):
 
 
 def _ranked_candidate(workdir: Path, rank: int, tiny_base: Path, tiny_task: Path) -> Path:
-    from gatekeeper.training.versions import write_candidate
-    from gatekeeper.cli import main
     from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.cli import main
     from gatekeeper.training.loop import train
+    from gatekeeper.training.versions import write_candidate
 
     recipe_path = write_recipe(
         workdir / f"recipe-r{rank}", tiny_base, tiny_task,

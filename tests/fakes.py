@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 
-from gatekeeper.bundle.manifest import AdapterRef, BaseRef, Bundle, FileRef, GateSpec, LoadedBundle, PromptTemplate, TaskSpec
-from gatekeeper.gating.engine import run_gates
 from gatekeeper.bundle.goldens import Contract, GoldenItem
+from gatekeeper.bundle.loading import LoadedBundle
+from gatekeeper.bundle.manifest import (
+    AdapterRef,
+    BaseRef,
+    Bundle,
+    FileRef,
+    GateSpec,
+    PromptTemplate,
+    TaskSpec,
+)
+from gatekeeper.gating.engine import run_gates
 from gatekeeper.gating.registry import get_gate
-from gatekeeper.runtime.requests import FakeRuntime
+from gatekeeper.testing import FakeRuntime
 from gatekeeper.verdict.model import BundleSummary, Verdict, exit_code_for
 from tests.conftest import CONTRACT, tiny_items
 

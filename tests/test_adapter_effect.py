@@ -5,8 +5,8 @@ import json
 import pytest
 from safetensors.torch import load_file, save_file
 
-from gatekeeper.cli import main
 from gatekeeper._util.hashing import sha256_file
+from gatekeeper.cli import main
 from tests.conftest import edit_manifest
 
 
@@ -58,7 +58,7 @@ def test_an_adapter_that_does_nothing_fails(fault, bundle_copy, tmp_path):
 def test_log_probabilities_are_scored_on_the_first_items_only(params, scored):
     from gatekeeper.gating.engine import run_gates
     from gatekeeper.gating.registry import get_gate
-    from gatekeeper.runtime.requests import FakeRuntime
+    from gatekeeper.testing import FakeRuntime
     from tests.conftest import fake_bundle, tiny_items
 
     runtime = FakeRuntime({"base": lambda text: "a", "adapter": lambda text: "b"})

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from gatekeeper.bundle.manifest import load_bundle
+from gatekeeper.bundle.loading import load_bundle
 from gatekeeper.cli import main
 from tests.conftest import edit_manifest
 

@@ -1,5 +1,7 @@
+from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
-from gatekeeper.runtime.requests import FakeRuntime, Generate, LogLik, messages_for
+from gatekeeper.runtime.requests import Generate, LogLik
+from gatekeeper.testing import FakeRuntime
 
 
 def _requests():

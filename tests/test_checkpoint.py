@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from gatekeeper.training.versions import existing_versions, write_candidate
-from gatekeeper.training.checkpoint import WORK_DIR
-from gatekeeper.errors import RecipeError
 from gatekeeper.bundle.recipe import load_recipe
+from gatekeeper.errors import RecipeError
+from gatekeeper.training.checkpoint import WORK_DIR
 from gatekeeper.training.loop import train
+from gatekeeper.training.versions import existing_versions, write_candidate
 from tests.conftest import REPO, write_recipe
 
 # Evaluations at 3 and 6, checkpoints at 2 and 4: a run stopped after step 5 resumes

@@ -5,13 +5,18 @@ import random
 
 import pytest
 
-from gatekeeper.bundle.manifest import load_bundle
+from gatekeeper.bundle.loading import load_bundle
 from gatekeeper.check import prepare, run_check
 from gatekeeper.cli import main
 from gatekeeper.gating.engine import run_gates
 from gatekeeper.gating.registry import get_gate
-from gatekeeper.runtime.requests import FakeRuntime
-from tests.conftest import VOCABULARY, distinct_items, edit_manifest, replace_golden_sets
+from gatekeeper.testing import FakeRuntime
+from tests.conftest import (
+    VOCABULARY,
+    distinct_items,
+    edit_manifest,
+    replace_golden_sets,
+)
 
 EVAL = distinct_items("eval", 24, seed=11)
 VALIDATION = distinct_items("validation", 12, seed=12)

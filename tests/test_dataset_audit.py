@@ -2,12 +2,12 @@
 
 import pytest
 
-from gatekeeper.bundle.manifest import load_bundle
+from gatekeeper.bundle.loading import load_bundle
 from gatekeeper.check import prepare, run_check
 from gatekeeper.cli import main
 from gatekeeper.gating.engine import run_gates
 from gatekeeper.gating.registry import get_gate
-from gatekeeper.runtime.requests import FakeRuntime
+from gatekeeper.testing import FakeRuntime
 from tests.conftest import distinct_items, replace_golden_sets
 
 TRAIN = distinct_items("train", 80, seed=21)
@@ -118,6 +118,7 @@ def test_examples_longer_than_max_seq_len_fail(bundle_copy):
 def test_without_a_max_seq_len_truncation_is_not_checked_and_nothing_is_asked(bundle_copy):
     bundle = load_bundle(with_sets(bundle_copy))
     bundle.manifest = bundle.manifest.model_copy(update={"recipe": None})
+    bundle.recipe = None  # parsed while loading: the gate reads the parsed recipe
     runtime = FakeRuntime({})
     result, = run_gates(bundle, [(get_gate("dataset_audit").build({}), True)], runtime)
     assert result.status == "passed" and runtime.calls == []

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from gatekeeper.cli import main
-from gatekeeper.verdict.diff import diff_verdicts
-from gatekeeper.report.render import write_reports
 from gatekeeper.gating.stats import mcnemar_exact
+from gatekeeper.report.render import write_reports
+from gatekeeper.verdict.diff import diff_verdicts
 from tests.fakes import ITEMS, fake_verdict, right_on
 
 FIRST_40 = {i["input"] for i in ITEMS[:40]}
@@ -134,6 +134,6 @@ def test_the_plain_diff_of_two_reports_reads_line_by_line(ranked_candidates):
 
 
 def json_verdict(path):
-    from gatekeeper.report.render import load_verdict
+    from gatekeeper.verdict.files import load_verdict
 
     return load_verdict(path)

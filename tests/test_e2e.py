@@ -53,8 +53,8 @@ def test_demo_candidate_passes_json_parse_and_task_accuracy(demo_candidate):
 
 
 def test_converted_base_is_cached_and_reused(demo_candidate):
-    from gatekeeper.bundle.base import ALIASES, cache_root, resolve_base
     from gatekeeper._util.hashing import sha256_file
+    from gatekeeper.bundle.base import ALIASES, cache_root, resolve_base
 
     digest = sha256_file(ALIASES["smollm2-135m-instruct"].locate())
     resolved = resolve_base("smollm2-135m-instruct")

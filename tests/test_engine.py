@@ -4,8 +4,10 @@ import json
 
 from gatekeeper.gating.engine import run_gates
 from gatekeeper.gating.registry import gate
-from gatekeeper.runtime.requests import CountTokens, FakeRuntime
-from gatekeeper.verdict.model import GateResult, exit_code_for
+from gatekeeper.gating.result import GateResult
+from gatekeeper.runtime.requests import CountTokens
+from gatekeeper.testing import FakeRuntime
+from gatekeeper.verdict.model import exit_code_for
 from tests.fakes import ITEMS, build, chatty, make_bundle, perfect, right_on
 
 
@@ -35,9 +37,10 @@ def test_an_adapter_that_forgets_the_format_fails_both_gates():
 
 
 def test_an_advisory_failure_does_not_fail_the_check():
-    runtime = FakeRuntime({"base": perfect, "adapter": chatty})
-    results = run_gates(make_bundle(ITEMS), build(("json_parse", {}, False)), runtime)
+    runtime = FakeRuntime({"base": chatty, "adapter": right_on({i["input"] for i in ITEMS[:60]})})
+    results = run_gates(make_bundle(ITEMS), build(("json_parse", {}, False), ("task_accuracy", {}, True)), runtime)
     assert results[0].status == "failed" and results[0].required is False
+    assert results[1].status == "passed" and results[1].required is True
     assert exit_code_for(results) == 0
 
 

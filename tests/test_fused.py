@@ -2,10 +2,10 @@
 
 import pytest
 
+from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.check import prepare
 from gatekeeper.runtime.hf.fused import FusedLora
-from gatekeeper.runtime.hf.runtime import render
-from gatekeeper.runtime.requests import messages_for
+from gatekeeper.runtime.hf.rendering import render
 
 
 @pytest.fixture(scope="module")

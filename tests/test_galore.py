@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from gatekeeper.bundle.manifest import load_bundle
-from gatekeeper.training.versions import write_candidate
+from gatekeeper.bundle.loading import load_bundle
 from gatekeeper.bundle.recipe import GaloreSettings, TrainingSettings, load_recipe
 from gatekeeper.training.loop import train
+from gatekeeper.training.versions import write_candidate
 from tests.conftest import edit_manifest, write_recipe
 
 RANK = 4
@@ -34,8 +34,8 @@ def galore_run(tmp_path_factory, tiny_base, tiny_task):
 def test_projected_weights_move_and_their_optimizer_state_is_low_rank(tiny_base):
     import torch
 
-    from gatekeeper.training.galore import build_optimizer, split_parameters
     from gatekeeper.runtime.hf.modeling import load_base_model
+    from gatekeeper.training.methods.galore import build_optimizer, split_parameters
 
     torch.manual_seed(0)
     model = load_base_model(tiny_base, device="cpu")
@@ -98,9 +98,10 @@ def test_galore_bundle_checks_with_the_delta_served_on_the_adapter_side(galore_r
 
 def test_base_side_is_exactly_the_base_and_adapter_side_the_trained_model(galore_run, tiny_base):
     from gatekeeper.bundle.base import resolve_base
+    from gatekeeper.bundle.manifest import messages_for
     from gatekeeper.check import prepare
     from gatekeeper.runtime.hf.runtime import HFRuntime
-    from gatekeeper.runtime.requests import Generate, LogLik, messages_for
+    from gatekeeper.runtime.requests import Generate, LogLik
 
     result, bundle = galore_run
     runtime = prepare(bundle).runtime
@@ -129,10 +130,11 @@ def test_full_kind_serves_the_same_candidate(galore_run, tmp_path):
 
     from safetensors.torch import load_file, save_file
 
+    from gatekeeper._util.hashing import sha256_file
+    from gatekeeper.bundle.manifest import messages_for
     from gatekeeper.check import prepare
     from gatekeeper.runtime.hf.delta import metadata_for, read_base_tensors
-    from gatekeeper._util.hashing import sha256_file
-    from gatekeeper.runtime.requests import LogLik, messages_for
+    from gatekeeper.runtime.requests import LogLik
 
     _, bundle = galore_run
     full = tmp_path / "full"
@@ -195,7 +197,7 @@ def test_bad_galore_recipes_stop_with_one_line(overrides, message, tmp_path, tin
 
 def test_gates_that_need_a_lora_adapter_say_they_do_not_apply():
     from gatekeeper.gating.engine import run_gates
-    from gatekeeper.runtime.requests import FakeRuntime
+    from gatekeeper.testing import FakeRuntime
     from tests.conftest import fake_bundle
 
     class MergeOnly:
@@ -211,5 +213,5 @@ def test_gates_that_need_a_lora_adapter_say_they_do_not_apply():
     bundle.manifest = bundle.manifest.model_copy(update={"adapter": bundle.manifest.adapter.model_copy(
         update={"method": "galore", "kind": "delta"})})
     [delta] = run_gates(bundle, [(MergeOnly(), True)], runtime)
-    assert delta.status == "passed" and delta.details == {"applicable": False}
-    assert "not applicable" in delta.summary and runtime.calls == []
+    assert delta.status == "skipped" and "adapter kinds lora" in delta.skip_reason and "'delta'" in delta.skip_reason
+    assert runtime.calls == []

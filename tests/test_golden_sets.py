@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from rapidfuzz import fuzz, process
 
-from gatekeeper.bundle.goldens import Contract, load_jsonl
 from gatekeeper._util.hashing import sha256_file
+from gatekeeper.bundle.goldens import Contract, load_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent / "golden_sets" / "support_tickets"
 SPLITS = {"train": 400, "validation": 50, "eval": 200}

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from gatekeeper.errors import GoldenSetError
 from gatekeeper.bundle.goldens import Contract, load_jsonl, parse_strict_json
+from gatekeeper.errors import GoldenSetError
 from tests.conftest import CONTRACT
 
 

@@ -9,14 +9,15 @@ import json
 import pytest
 import torch
 
-from gatekeeper.bundle.manifest import load_bundle
-from gatekeeper.training.versions import write_candidate
+from gatekeeper.bundle.loading import load_bundle
+from gatekeeper.bundle.manifest import messages_for
+from gatekeeper.bundle.recipe import load_recipe
 from gatekeeper.check import prepare
 from gatekeeper.cli import main
-from gatekeeper.runtime.hf.runtime import load_tokenizer, render
-from gatekeeper.bundle.recipe import load_recipe
-from gatekeeper.runtime.requests import Generate, LogLik, messages_for
+from gatekeeper.runtime.hf.rendering import load_tokenizer, render
+from gatekeeper.runtime.requests import Generate, LogLik
 from gatekeeper.training.loop import train
+from gatekeeper.training.versions import write_candidate
 from tests.conftest import edit_manifest, write_recipe
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -3,9 +3,11 @@
 import pytest
 
 from gatekeeper.bundle.base import resolve_base
+from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.check import prepare
-from gatekeeper.runtime.hf.runtime import HFRuntime, render
-from gatekeeper.runtime.requests import Generate, LogLik, messages_for
+from gatekeeper.runtime.hf.rendering import render
+from gatekeeper.runtime.hf.runtime import HFRuntime
+from gatekeeper.runtime.requests import Generate, LogLik
 
 PROMPTS = [messages_for(f"ticket {k}: the {w} in area {k * 3}") for k, w in enumerate(["outage", "typo", "slow", "broken", "x" * 30, "short"])]
 
@@ -67,10 +69,10 @@ def test_loglik_batched_equals_single_and_matches_greedy(runtime):
 
 
 def test_token_counts_match_the_trainers_encoding_without_loading_weights(tiny_bundle):
-    from gatekeeper.bundle.manifest import load_bundle
-    from gatekeeper.training.data import encode
     from gatekeeper.bundle.goldens import answer_text
+    from gatekeeper.bundle.loading import load_bundle
     from gatekeeper.runtime.requests import CountTokens
+    from gatekeeper.training.data import encode
 
     fresh = prepare(tiny_bundle).runtime
     bundle = load_bundle(tiny_bundle)

@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from gatekeeper.check import prepare
-from gatekeeper.gating.engine import run_gates
-from gatekeeper.errors import GateParameterError
 from gatekeeper.bundle.goldens import parse_strict_json
-from gatekeeper.runtime.requests import FakeRuntime
+from gatekeeper.check import prepare
+from gatekeeper.errors import GateParameterError
+from gatekeeper.gating.engine import run_gates
+from gatekeeper.testing import FakeRuntime
 from tests.fakes import ITEMS, build, chatty, make_bundle, perfect
 
 

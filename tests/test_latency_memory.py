@@ -4,10 +4,12 @@ import json
 
 import pytest
 
-from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
+from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.cli import main
 from gatekeeper.gating.engine import run_gates
-from gatekeeper.runtime.requests import FakeRuntime, Timing, messages_for
+from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
+from gatekeeper.runtime.requests import Timing
+from gatekeeper.testing import FakeRuntime
 from tests.conftest import edit_manifest
 from tests.fakes import ITEMS, build, make_bundle, perfect
 

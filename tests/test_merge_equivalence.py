@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from gatekeeper.cli import main
 from gatekeeper._util.hashing import sha256_file
+from gatekeeper.cli import main
 from tests.conftest import edit_manifest
 
 PROMPTS = 6
@@ -116,9 +116,9 @@ def test_a_missing_merged_model_is_bad_input(bundle_copy, tmp_path, capsys):
 @pytest.fixture
 def qlora_bundle(tmp_path, tiny_base, tiny_task):
     """A QLoRA candidate: LoRA trained over the tiny base frozen in 4-bit NF4, served the same way."""
-    from gatekeeper.training.versions import write_candidate
     from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.training.loop import train
+    from gatekeeper.training.versions import write_candidate
     from tests.conftest import write_recipe
 
     recipe, root = load_recipe(write_recipe(tmp_path / "qlora", tiny_base, tiny_task, method="qlora",
@@ -143,9 +143,9 @@ def test_a_qlora_candidate_reports_the_drift_of_its_merge(qlora_bundle, tmp_path
 
 
 def test_on_a_fake_runtime_only_the_merged_side_is_asked_and_a_drift_fails(tmp_path):
-    from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
     from gatekeeper.gating.engine import run_gates
-    from gatekeeper.runtime.requests import FakeRuntime
+    from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
+    from gatekeeper.testing import FakeRuntime
     from tests.fakes import ITEMS, build, chatty, make_bundle, perfect
 
     gates = build(("merge_equivalence", {"max_prompts": 10, "check_scaling": False}, True))

@@ -4,7 +4,13 @@ import random
 
 import pytest
 
-from gatekeeper.gating.overlap import OverlapSettings, ReferenceIndex, find_duplicates, find_overlaps, normalize
+from gatekeeper.gating.overlap import (
+    OverlapSettings,
+    ReferenceIndex,
+    find_duplicates,
+    find_overlaps,
+    normalize,
+)
 from tests.conftest import VOCABULARY, distinct_items
 
 

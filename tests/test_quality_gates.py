@@ -12,12 +12,13 @@ import shutil
 import pytest
 import yaml
 
-from gatekeeper.training.versions import write_candidate
+from gatekeeper.bundle.manifest import messages_for
+from gatekeeper.bundle.recipe import load_recipe
 from gatekeeper.check import prepare
 from gatekeeper.cli import main
-from gatekeeper.bundle.recipe import load_recipe
-from gatekeeper.runtime.requests import Generate, messages_for
+from gatekeeper.runtime.requests import Generate
 from gatekeeper.training.loop import train
+from gatekeeper.training.versions import write_candidate
 from tests.conftest import CONTRACT, distinct_items, write_jsonl, write_recipe
 
 FIVE = ["regression", "safety", "contamination", "dataset_audit", "adapter_effect"]

@@ -56,11 +56,11 @@ def test_promote_rollback_and_history(two_versions, tmp_path, capsys):
     assert code == 0 and "v2 is now production (v1 archived)" in out
     assert _production(registry) == [("tiny", 2)]
 
-    code, out = _run(capsys, "rollback", "tiny", "--to", "v1", "--registry", str(registry))
+    code, out = _run(capsys, "rollback", "tiny", "--to", "v1", "--store", str(registry))
     assert code == 0 and "rolled back to v1" in out
     assert _production(registry) == [("tiny", 1)]
 
-    code, out = _run(capsys, "history", "tiny", "--registry", str(registry))
+    code, out = _run(capsys, "history", "tiny", "--store", str(registry))
     assert code == 0
     for expected in ("v1", "v2", "production", "archived", "promote", "rollback", "fail (exit 1)"):
         assert expected in out
@@ -75,7 +75,7 @@ def test_rollback_to_a_tampered_version_names_the_file(two_versions, tmp_path, c
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
-    code, out = _run(capsys, "rollback", "tiny", "--to", "v1", "--registry", str(registry))
+    code, out = _run(capsys, "rollback", "tiny", "--to", "v1", "--store", str(registry))
     assert code == 2 and "adapter/adapter_model.safetensors" in out
     assert _production(registry) == [("tiny", 2)]
 
@@ -85,7 +85,7 @@ def test_rollback_refuses_a_version_never_in_production(two_versions, tmp_path, 
     assert _run(capsys, "check", str(v2), "--out", str(tmp_path / "r"), "-q")[0] == 0
     assert _run(capsys, "promote", str(v2))[0] == 0
     assert _run(capsys, "check", str(v1), "--out", str(tmp_path / "r1"), "-q")[0] == 0
-    code, out = _run(capsys, "rollback", "tiny", "--to", "v1", "--registry", str(registry))
+    code, out = _run(capsys, "rollback", "tiny", "--to", "v1", "--store", str(registry))
     assert code == 2 and "never in production" in out
 
 
@@ -98,7 +98,7 @@ def test_a_kill_mid_change_leaves_the_registry_as_it_was(command, crash_at, two_
     assert _run(capsys, "promote", str(v1))[0] == 0
     if command == "rollback":
         assert _run(capsys, "promote", str(v2))[0] == 0
-        argv = ["rollback", "tiny", "--to", "v1", "--registry", str(registry)]
+        argv = ["rollback", "tiny", "--to", "v1", "--store", str(registry)]
     else:
         argv = ["promote", str(v2)]
     before = (_production(registry), _events(registry))

@@ -5,8 +5,8 @@ import sqlite3
 
 import pytest
 
-from gatekeeper.cli import main
 from gatekeeper._util.hashing import sha256_file
+from gatekeeper.cli import main
 from tests.conftest import edit_manifest, two_tiny_versions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,12 +94,12 @@ def test_the_rollback_command_runs_the_same_drill(versions, tmp_path, capsys):
     for bundle in (v1, v2):
         assert main(["promote", str(bundle)]) == 0
     capsys.readouterr()
-    assert main(["rollback", "tiny", "--to", "v1", "--registry", str(registry)]) == 0
+    assert main(["rollback", "tiny", "--to", "v1", "--store", str(registry)]) == 0
     assert "rolled back to v1 (v2 archived); 16 recorded outputs replayed identically" in capsys.readouterr().out
 
 
 def test_a_registry_that_is_not_there_is_bad_input(bundle_copy, tmp_path, capsys):
-    edit_manifest(bundle_copy, lambda d: d.update(gates=[{"name": "rollback", "params": {"registry": str(tmp_path / "no.sqlite")}}]))
+    edit_manifest(bundle_copy, lambda d: d.update(gates=[{"name": "rollback", "params": {"store": str(tmp_path / "no.sqlite")}}]))
     assert main(["check", str(bundle_copy), "--out", str(tmp_path / "r"), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0] and not (tmp_path / "r").exists()

@@ -6,7 +6,7 @@ from gatekeeper.gating.engine import run_gates
 from gatekeeper.gating.pii import Finding, find_pii, mask_pii
 from gatekeeper.gating.refusal import is_refusal
 from gatekeeper.gating.registry import get_gate
-from gatekeeper.runtime.requests import FakeRuntime
+from gatekeeper.testing import FakeRuntime
 from tests.conftest import REPO, fake_bundle, tiny_items
 
 LABELS = REPO / "golden_sets" / "safety" / "refusal_labels.jsonl"
@@ -89,10 +89,10 @@ def test_an_adapter_trained_on_planted_personal_data_repeats_it_and_fails(tmp_pa
     """
     import shutil
 
-    from gatekeeper.training.versions import write_candidate
-    from gatekeeper.cli import main
     from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.cli import main
     from gatekeeper.training.loop import train
+    from gatekeeper.training.versions import write_candidate
     from tests.conftest import CONTRACT, replace_golden_sets, write_jsonl, write_recipe
 
     planted = tiny_items("train", 48)

@@ -3,9 +3,8 @@
 import base64
 import json
 
-
-from gatekeeper.cli import main
 from gatekeeper.bundle.signing import config_dir, verify_signature
+from gatekeeper.cli import main
 from tests.conftest import edit_manifest
 
 

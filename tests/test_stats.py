@@ -1,4 +1,9 @@
-from gatekeeper.gating.stats import compare_paired, mcnemar_exact, paired_bootstrap_ci, smallest_detectable_n
+from gatekeeper.gating.stats import (
+    compare_paired,
+    mcnemar_exact,
+    paired_bootstrap_ci,
+    smallest_detectable_n,
+)
 
 
 def test_mcnemar_exact_matches_binomial_tail():

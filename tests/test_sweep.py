@@ -6,11 +6,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gatekeeper.bundle.manifest import load_bundle
-from gatekeeper.training.versions import existing_versions
-from gatekeeper.cli import main
+from gatekeeper.bundle.loading import load_bundle
 from gatekeeper.bundle.recipe import load_recipe
+from gatekeeper.cli import main
 from gatekeeper.sweep import parse_ranks, with_rank
+from gatekeeper.training.versions import existing_versions
 from tests.conftest import write_recipe
 
 GATES = [{"name": "json_parse", "params": {"min_rate": 0.0}},

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.bundle.manifest import load_bundle
-from gatekeeper.training.versions import existing_versions, write_candidate
-from gatekeeper.training.data import Encoded, collate
-from gatekeeper.errors import GoldenSetError, RecipeError, RuntimeLoadError
+from gatekeeper.bundle.loading import load_bundle
 from gatekeeper.bundle.recipe import load_recipe
+from gatekeeper.errors import GoldenSetError, RecipeError, RuntimeLoadError
+from gatekeeper.training.data import Encoded, collate
 from gatekeeper.training.loop import lr_at, train
+from gatekeeper.training.versions import existing_versions, write_candidate
 from tests.conftest import PROMPT_USER, tiny_items, write_jsonl, write_recipe
 
 
@@ -215,8 +215,8 @@ def test_rehearsal_keeps_the_bases_answers_to_other_requests(tmp_path, tiny_base
     """Trained with the base's own answers mixed in, the adapter stays closer to the base away from the task."""
     import torch
 
-    from gatekeeper.runtime.hf.runtime import encode_example
-    from gatekeeper.runtime.requests import messages_for
+    from gatekeeper.bundle.manifest import messages_for
+    from gatekeeper.runtime.hf.rendering import encode_example
 
     results = {}
     for rehearsal in (False, True):
@@ -229,7 +229,7 @@ def test_rehearsal_keeps_the_bases_answers_to_other_requests(tmp_path, tiny_base
     model, tokenizer = results[True].model, results[True].tokenizer
     with model.disable_adapter():  # the base's answers to requests nobody trained on
         from gatekeeper.runtime.hf.decoding import greedy
-        from gatekeeper.runtime.hf.runtime import render
+        from gatekeeper.runtime.hf.rendering import render
 
         prompts = [tokenizer(render(tokenizer, messages_for(t)), add_special_tokens=False)["input_ids"] for t in held_out]
         answers = [tokenizer.decode(a) for a in greedy(model, prompts, 6, {tokenizer.eos_token_id}, tokenizer.pad_token_id)]
@@ -262,10 +262,10 @@ def test_shared_prefix_scoring_equals_the_plain_forward_with_gradients(tiny_base
     from peft import LoraConfig, get_peft_model
 
     import gatekeeper.runtime.hf.modeling as modeling
-    from gatekeeper.bundle.manifest import PromptTemplate
-    from gatekeeper.training.data import encode
     from gatekeeper.bundle.goldens import load_jsonl
-    from gatekeeper.runtime.hf.runtime import load_tokenizer
+    from gatekeeper.bundle.manifest import PromptTemplate
+    from gatekeeper.runtime.hf.rendering import load_tokenizer
+    from gatekeeper.training.data import encode
 
     tokenizer = load_tokenizer(tiny_base)
     rows = encode(load_jsonl(tiny_task / "train.jsonl")[:6], tokenizer, PromptTemplate(user=PROMPT_USER))

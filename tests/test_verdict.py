@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-from gatekeeper.verdict.model import GateResult, Verdict
+from gatekeeper.gating.result import GateResult
+from gatekeeper.verdict.model import Verdict
 
 SCHEMAS = Path(__file__).parent.parent / "gatekeeper" / "report" / "schemas"
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.util
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper.errors import MissingDependency, RuntimeLoadError
+from gatekeeper._util.files import publish_dir, staged_dir
 from gatekeeper._util.hashing import sha256_file, sha256_files, sha256_text, user_dir
+from gatekeeper.errors import MissingDependency, RuntimeLoadError
 
 # Weight formats that can execute code when loaded are refused outright.
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -94,16 +93,10 @@ def _converted_gguf(gguf: Path, digest: str) -> Path:
     target = cache_root() / "models" / digest
     if (target / ".complete").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=target.parent))
-    try:
+    with staged_dir(target.parent, f".{digest[:12]}-") as staging:
         _convert(gguf, staging)
         (staging / ".complete").write_text(digest + "\n")
-        if target.exists():  # an interrupted earlier attempt; never trust it
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish_dir(staging, target, replace=True)  # a target there is an interrupted attempt; never trust it
     return target
 
 
@@ -166,6 +159,16 @@ def tokenizer_fingerprint(tokenizer) -> dict[str, str]:
         "tokenizer_sha256": sha256_text(vocab + repr(specials)),
         "chat_template_sha256": sha256_text(template),
     }
+
+
+@functools.lru_cache(maxsize=8)
+def base_fingerprint(path: Path) -> dict[str, str]:
+    """The tokenizer and chat-template hashes of the base at ``path`` (its tokenizer only, no weights)."""
+    from transformers import (
+        AutoTokenizer,  # deferred: a data-only check never needs transformers
+    )
+
+    return tokenizer_fingerprint(AutoTokenizer.from_pretrained(path))
 
 
 def serving_profile(tokenizer) -> dict:

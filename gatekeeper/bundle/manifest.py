@@ -9,35 +9,31 @@ touched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+Messages = tuple[tuple[str, str], ...]  # (role, content) pairs, rendered by the chat template
+
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from gatekeeper.bundle.base import PICKLED_SUFFIXES
-from gatekeeper.errors import BundleError, GatekeeperError
-from gatekeeper.bundle.goldens import Contract, GoldenItem, load_jsonl
+from gatekeeper._util.documents import Document, read_yaml, validation_problem
 from gatekeeper._util.hashing import sha256_file
-from gatekeeper.runtime.requests import Messages, messages_for
+from gatekeeper.errors import BundleError
 
 MANIFEST = "bundle.yaml"
 BUNDLE_SCHEMA_VERSION = 1
 
 
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class FileRef(_Doc):
+class FileRef(Document):
     path: str
     """Relative to the bundle directory."""
     sha256: str
 
 
-class BaseRef(_Doc):
+class BaseRef(Document):
     ref: str
     """A built-in alias (``smollm2-135m-instruct``) or a local model directory."""
     sha256: str
@@ -47,14 +43,16 @@ class BaseRef(_Doc):
 
 
 AdapterKind = Literal["lora", "delta", "full"]
+MethodName = Literal["lora", "qlora", "dora", "galore"]
+"""Every training method; ``gatekeeper.training.methods`` registers one implementation per name."""
 FULL_WEIGHT_METHODS = ("galore",)  # methods that change the base's own weights rather than add a peft adapter
 
 
-class AdapterRef(_Doc):
+class AdapterRef(Document):
     path: str = "adapter"
     """The adapter directory: a peft adapter (adapter_config.json, adapter_model.safetensors) for kind
     ``lora``; ``delta.safetensors`` for kinds ``delta`` and ``full``."""
-    method: Literal["lora", "qlora", "dora", "galore"] = "lora"
+    method: MethodName = "lora"
     kind: AdapterKind = "lora"
     """What the weights are: ``lora``, a peft adapter served on top of the base; ``delta``, the changed
     tensors as trained - base (the candidate is base + delta); ``full``, the changed tensors' trained values."""
@@ -69,7 +67,12 @@ class AdapterRef(_Doc):
         return self
 
 
-class PromptTemplate(_Doc):
+def messages_for(user: str, system: str | None = None) -> Messages:
+    turns = [("system", system)] if system else []
+    return tuple(turns + [("user", user)])
+
+
+class PromptTemplate(Document):
     """How an item's input becomes chat messages, for training and evaluation alike."""
 
     system: str | None = None
@@ -79,17 +82,17 @@ class PromptTemplate(_Doc):
         return messages_for(self.user.replace("{input}", text), self.system)
 
 
-class TaskSpec(_Doc):
+class TaskSpec(Document):
     contract: FileRef
     """JSON Schema every answer must keep."""
     prompt: PromptTemplate = Field(default_factory=PromptTemplate)
 
 
-class Decoding(_Doc):
+class Decoding(Document):
     max_new_tokens: int = Field(64, gt=0, le=4096)
 
 
-class Serving(_Doc):
+class Serving(Document):
     """Where and how the candidate will be served; gates measure on this."""
 
     device: str = "auto"
@@ -107,14 +110,14 @@ class Serving(_Doc):
     135M default in float32)."""
 
 
-class GateSpec(_Doc):
+class GateSpec(Document):
     name: str
     required: bool = True
     """A required gate that fails fails the check; an advisory gate is reported only."""
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class Bundle(_Doc):
+class Bundle(Document):
     schema_version: Literal[1] = BUNDLE_SCHEMA_VERSION
     name: str
     version: int = Field(ge=0)
@@ -139,97 +142,26 @@ class Bundle(_Doc):
         return refs
 
 
-@dataclass
-class LoadedBundle:
-    root: Path
-    manifest: Bundle
-    manifest_sha256: str
-    contract: Contract
-    golden: dict[str, list[GoldenItem]]
-
-    @property
-    def adapter_dir(self) -> Path:
-        return self.root / self.manifest.adapter.path
-
-    def path(self, ref: FileRef) -> Path:
-        return self.root / ref.path
-
-
-def describe_validation_error(exc: pydantic.ValidationError, source: str) -> str:
-    """The first problem pydantic found, as one line naming the field."""
-    problem = exc.errors()[0]
-    where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-    return f"{source}: field {where!r}: {problem['msg']}"
-
-
 def read_manifest(path: Path) -> Bundle:
-    source = path / MANIFEST if path.is_dir() else path
-    if not source.is_file():
-        raise BundleError(f"{source}: no such bundle manifest" if path.is_dir() else f"{path}: not a bundle directory")
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise BundleError(f"{source}: malformed YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    """The manifest of the bundle directory ``path`` (or of the ``bundle.yaml`` it names), validated."""
+    path = Path(path)
+    if path.is_dir():
+        source = path / MANIFEST
+        if not source.is_file():
+            raise BundleError(f"{source}: no such bundle manifest")
+    elif path.name == MANIFEST and path.is_file():
+        source = path
+    elif path.exists():
+        raise BundleError(f"{path}: not a bundle directory (a bundle is a directory holding {MANIFEST})")
+    else:
+        raise BundleError(f"{path}: no such bundle directory")
+    data = read_yaml(source, BundleError, "bundle manifest")
     if not isinstance(data, dict):
         raise BundleError(f"{source}: expected a mapping of fields, found {type(data).__name__}")
     try:
         return Bundle.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise BundleError(describe_validation_error(exc, str(source))) from None
-
-
-def verify_files(root: Path, manifest: Bundle) -> None:
-    """Every file the manifest names exists inside the bundle and has its recorded hash."""
-    resolved_root = root.resolve()
-    adapter_dir = root / manifest.adapter.path
-    if adapter_dir.is_dir():
-        pickled = sorted(p.name for p in adapter_dir.iterdir() if p.suffix in PICKLED_SUFFIXES)
-        if pickled:
-            raise BundleError(f"{adapter_dir}: pickled weights ({', '.join(pickled)}) are never loaded; use safetensors")
-    for ref in manifest.file_refs():
-        path = (root / ref.path).resolve()
-        if not path.is_relative_to(resolved_root):
-            raise BundleError(f"{root}: {ref.path} points outside the bundle")
-        if not path.is_file():
-            raise BundleError(f"{root}: missing file {ref.path}")
-        found = sha256_file(path)
-        if found != ref.sha256:
-            raise BundleError(f"{root}: hash mismatch for {ref.path}: recorded {ref.sha256[:12]}…, found {found[:12]}…")
-
-
-def load_bundle(path: str | Path) -> LoadedBundle:
-    """Parse, validate and hash-check a bundle; load its contract and golden sets."""
-    root = Path(path)
-    if root.is_file():
-        root = root.parent
-    manifest = read_manifest(root)
-    verify_files(root, manifest)
-    contract = Contract.load(root / manifest.task.contract.path)
-    golden: dict[str, list[GoldenItem]] = {}
-    for name, ref in sorted(manifest.golden_sets.items()):
-        items = load_jsonl(root / ref.path)
-        if name in ("eval", "train", "validation"):
-            contract.check_items(items, root / ref.path)
-        golden[name] = items
-    if "eval" not in golden:
-        raise BundleError(f"{root}: golden_sets has no 'eval' split")
-    return LoadedBundle(root, manifest, sha256_file(root / MANIFEST), contract, golden)
-
-
-def build_gates(manifest: Bundle) -> list[tuple[Any, bool]]:
-    """Instantiate every gate with its parameters checked; (gate, required) pairs."""
-    from gatekeeper.gating.registry import get_gate
-
-    built = []
-    seen: set[str] = set()
-    for spec in manifest.gates:
-        if spec.name in seen:
-            raise BundleError(f"gate {spec.name!r} is listed twice")
-        seen.add(spec.name)
-        built.append((get_gate(spec.name).build(spec.params), spec.required))
-    return built
+        raise BundleError(f"{source}: {validation_problem(exc)}") from None
 
 
 def write_manifest(root: Path, manifest: Bundle) -> None:
@@ -239,7 +171,3 @@ def write_manifest(root: Path, manifest: Bundle) -> None:
 
 def file_ref(root: Path, relative: str) -> FileRef:
     return FileRef(path=relative, sha256=sha256_file(root / relative))
-
-
-def describe_error(exc: GatekeeperError) -> str:
-    return str(exc).splitlines()[0]

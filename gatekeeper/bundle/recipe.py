@@ -11,21 +11,24 @@ from pathlib import Path
 from typing import Literal
 
 import pydantic
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from gatekeeper._util.documents import Document, read_yaml, validation_problem
 from gatekeeper.bundle.base import DEFAULT_BASE
-from gatekeeper.bundle.manifest import Decoding, GateSpec, PromptTemplate, Serving
-from gatekeeper.errors import RecipeError
+from gatekeeper.bundle.manifest import (
+    Decoding,
+    GateSpec,
+    MethodName,
+    PromptTemplate,
+    Serving,
+)
+from gatekeeper.errors import GatekeeperError, RecipeError
 
 RECIPE_SCHEMA_VERSION = 1
 
 
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class AdapterSettings(_Doc):
+class AdapterSettings(Document):
     r: int = Field(16, gt=0)
     """LoRA rank."""
     alpha: float = Field(32, gt=0)
@@ -36,7 +39,7 @@ class AdapterSettings(_Doc):
     use_rslora: bool = False
 
 
-class RehearsalSettings(_Doc):
+class RehearsalSettings(Document):
     """Ordinary requests the base answers before training, mixed into every batch (see gatekeeper.training.rehearsal)."""
 
     prompts: str
@@ -46,7 +49,7 @@ class RehearsalSettings(_Doc):
     max_new_tokens: int = Field(48, gt=0)
 
 
-class GaloreSettings(_Doc):
+class GaloreSettings(Document):
     """GaLore: full-parameter training whose optimizer state lives in a low-rank projection of each gradient."""
 
     rank: int = Field(16, gt=0)
@@ -62,7 +65,7 @@ class GaloreSettings(_Doc):
     output head) or a list of module names. Norms and biases train with plain AdamW; embeddings stay frozen."""
 
 
-class DataSettings(_Doc):
+class DataSettings(Document):
     train: str
     validation: str
     eval: str
@@ -82,7 +85,7 @@ class DataSettings(_Doc):
         return self
 
 
-class TrainingSettings(_Doc):
+class TrainingSettings(Document):
     batch_size: int = Field(8, gt=0)
     grad_accum: int = Field(1, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
@@ -115,7 +118,7 @@ class TrainingSettings(_Doc):
         return self
 
 
-class Selection(_Doc):
+class Selection(Document):
     select_on: Literal["val_loss_min", "last"] = "val_loss_min"
 
 
@@ -123,12 +126,12 @@ def default_gates() -> list[GateSpec]:
     return [GateSpec(name="json_parse"), GateSpec(name="task_accuracy"), GateSpec(name="template_drift")]
 
 
-class Recipe(_Doc):
+class Recipe(Document):
     schema_version: Literal[1] = RECIPE_SCHEMA_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Candidates are written to ``<output_dir>/v<N>``."""
     base: str = DEFAULT_BASE
-    method: Literal["lora", "qlora", "dora", "galore"] = "lora"
+    method: MethodName = "lora"
     """lora: peft LoRA; qlora: LoRA over a frozen 4-bit NF4 base (bitsandbytes); dora: weight-decomposed LoRA;
     galore: every linear weight trains, with low-rank optimizer state (the bundle stores trained - base)."""
     adapter: AdapterSettings | None = None
@@ -165,26 +168,24 @@ class Recipe(_Doc):
         return self.galore.rank if self.method == "galore" else self.adapter.r
 
 
+def output_dir(recipe: Recipe, root: Path) -> Path:
+    """Where the recipe's versions go: ``output_dir`` relative to the recipe's directory ``root``, or ``root``."""
+    return (root / recipe.output_dir) if recipe.output_dir else root
+
+
 def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
     """The recipe and the directory its relative paths are relative to."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RecipeError(f"{path}: malformed YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+        raise RecipeError(f"{path}: recipe not found" if not path.is_dir() else f"{path}: a directory, not a recipe file")
+    return parse_recipe(read_yaml(path, RecipeError, "recipe"), path, RecipeError), path.parent.resolve()
+
+
+def parse_recipe(data, source: Path, error: type[GatekeeperError] = RecipeError) -> Recipe:
+    """A recipe document already read, validated; ``error`` names ``source`` (a bundle's copy raises BundleError)."""
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected a mapping of fields")
+        raise error(f"{source}: expected a mapping of fields")
     try:
-        recipe = Recipe.model_validate(data)
+        return Recipe.model_validate(data)
     except pydantic.ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"])
-        if problem["type"] == "extra_forbidden":
-            raise RecipeError(f"{path}: unknown key {where!r}") from None
-        if not where:  # a rule across fields names them itself
-            raise RecipeError(f"{path}: {problem['msg'].removeprefix('Value error, ')}") from None
-        raise RecipeError(f"{path}: field {where!r}: {problem['msg']}") from None
-    return recipe, path.parent.resolve()
+        raise error(f"{source}: {validation_problem(exc)}") from None

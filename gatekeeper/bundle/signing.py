@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatekeeper._util.files import write_atomic
 from gatekeeper._util.hashing import canonical_json, sha256_bytes, sha256_file, user_dir
+from gatekeeper.bundle.loading import LoadedBundle, load_bundle
+from gatekeeper.errors import BundleError
 
 SIGNATURE_FILE = "signature.json"
 MANIFEST = "bundle.yaml"
@@ -47,14 +48,9 @@ def signing_key():
         return serialization.load_pem_private_key(path.read_bytes(), password=None)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".key-")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    os.chmod(staging, 0o600)
-    os.replace(staging, path)
+    write_atomic(path, pem, mode=0o600)  # private before it exists under its name
     public = base64.b64encode(_raw_public(key)).decode()
-    (path.parent / "signing_key.pub").write_text(public + "\n")
+    write_atomic(path.parent / "signing_key.pub", public + "\n")
     return key
 
 
@@ -131,3 +127,13 @@ def verify_signature(root: Path) -> SignatureStatus:
             f"{root}: signed by key {claimed}, which is not trusted (add it to {config_dir() / 'trusted_keys'})",
         )
     return SignatureStatus("valid", claimed, f"signed by trusted key {claimed}")
+
+
+def load_verified(path: str | Path, *, allow_unsigned: bool = False) -> tuple[LoadedBundle, SignatureStatus]:
+    """The bundle with every hash and its signature checked."""
+    bundle = load_bundle(path)
+    signature = verify_signature(bundle.root)
+    if not signature.ok and not (allow_unsigned and signature.state == "unsigned"):
+        hint = " (pass --allow-unsigned to check it anyway)" if signature.state == "unsigned" else ""
+        raise BundleError(signature.detail + hint)
+    return bundle, signature

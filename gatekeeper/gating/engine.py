@@ -1,90 +1,84 @@
-"""Collect every gate's requests, ask the runtime once per side, hand responses back.
+"""Plan every gate's requests before any model loads, ask the runtime once per side and kind, hand answers back.
 
-Gates never call a model. Their requests are de-duplicated across gates (two
-gates that need the same greedy answer share one generation) and sent to the
-runtime in one batch per side and kind.
+Gates never call a model. ``plan_gates`` asks each gate what it needs while the
+check is prepared, so a bundle problem a gate finds (a golden set it needs that
+the bundle lacks) is bad input, reported before a model loads, and a gate whose
+requests the runtime cannot answer is ``skipped`` with the reason. ``run_plan``
+then de-duplicates requests across gates (two gates that need the same greedy
+answer share one generation) and sends them in one batch per side and kind.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import pydantic
-import yaml
-
-from gatekeeper.bundle.manifest import LoadedBundle, PromptTemplate
-from gatekeeper.errors import BundleError, GateCrashed
-from gatekeeper.bundle.goldens import Contract, GoldenItem
-from gatekeeper.bundle.recipe import Recipe
-from gatekeeper.runtime.requests import CountTokens, Generate, LogLik, Progress, Request, Runtime, Side
-from gatekeeper.verdict.model import GateResult
+from gatekeeper.bundle.loading import LoadedBundle
+from gatekeeper.errors import GateCrashed, GatekeeperError
+from gatekeeper.gating.context import GateContext
+from gatekeeper.gating.result import GateResult
+from gatekeeper.runtime.protocol import ANSWERED_BY, Capabilities, Runtime
+from gatekeeper.runtime.requests import Progress, Request, Side
 
 # (label, total) -> a callback that advances by n
 PhaseReporter = Callable[[str, int], Progress]
-# request kind -> the runtime method that answers it
-RUNTIME_CALLS = {"generate": "generate", "loglik": "loglik", "choose": "choose", "tokens": "count_tokens",
-                 "divergence": "divergence", "timing": "timing", "export": "export_merged"}
+
+
+def context_for(bundle: LoadedBundle, runtime: Runtime, report_dir: Path | None = None) -> GateContext:
+    return GateContext(bundle, serving=runtime.profile(), report_dir=report_dir, dtype=runtime.dtype_name,
+                       runtime_name=runtime.name)
+
+
+def inapplicable_reason(gate, bundle: LoadedBundle) -> str:
+    """Why ``gate`` does not judge this bundle's adapter kind; empty when it does.
+
+    A gate may name the adapter kinds it can judge (``adapter_kinds = ("lora",)``); by default it judges all.
+    """
+    kinds = getattr(gate, "adapter_kinds", None)
+    kind = bundle.manifest.adapter.kind
+    if kinds is None or kind in kinds:
+        return ""
+    return f"does not apply: it judges adapter kinds {', '.join(kinds)}, and this bundle's adapter is {kind!r}"
 
 
 @dataclass
-class GateContext:
-    """What a gate may read: the bundle, its golden sets, contract and prompt."""
+class Plan:
+    """Every gate's requests, known before any model loads."""
 
-    bundle: LoadedBundle
-    serving: dict | None = None
-    """The runtime's serving profile (chat template, special and stop tokens), when it has one."""
-    report_dir: Path | None = None
-    """Where this check's reports go, for a gate that leaves an artifact beside them."""
-    dtype: str = "float32"
-    """The dtype the runtime really computes in (the bundle may say ``auto``)."""
+    ctx: GateContext
+    gates: list  # (gate, required) pairs, in bundle order
+    requests: dict[str, list[Request]] = field(default_factory=dict)  # gate name -> what it asks
+    skipped: dict[str, str] = field(default_factory=dict)  # gate name -> why it will not be evaluated
+    crashed: dict[str, Exception] = field(default_factory=dict)  # a gate's own bug in requests()
 
-    @property
-    def contract(self) -> Contract:
-        return self.bundle.contract
+    def sides(self) -> list[Side]:
+        return sorted({side for gate, _ in self.gates if gate.name in self.requests for side in gate.sides})
 
-    @property
-    def prompt(self) -> PromptTemplate:
-        return self.bundle.manifest.task.prompt
 
-    @cached_property
-    def recipe(self) -> Recipe | None:
-        """The recipe the candidate was trained with, when the bundle carries one."""
-        ref = self.bundle.manifest.recipe
-        if ref is None:
-            return None
-        path = self.bundle.path(ref)
+def plan_gates(ctx: GateContext, gates: list, capabilities: Capabilities) -> Plan:
+    """Ask each gate for its requests; a ``GatekeeperError`` from a gate is bad input and propagates."""
+    plan = Plan(ctx, gates)
+    for gate, _ in gates:
+        reason = inapplicable_reason(gate, ctx.bundle)
+        if reason:
+            plan.skipped[gate.name] = reason
+            continue
         try:
-            return Recipe.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-        except (yaml.YAMLError, pydantic.ValidationError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise BundleError(f"{path}: not a valid recipe ({first})") from None
-
-    def golden(self, name: str) -> list[GoldenItem]:
-        if name not in self.bundle.golden:
-            raise BundleError(f"golden set {name!r} is not in the bundle (it has {', '.join(sorted(self.bundle.golden))})")
-        return self.bundle.golden[name]
-
-    def task_request(self, item: GoldenItem) -> Generate:
-        """The one request every task gate asks for an item: same prompt, same decoding."""
-        return Generate(self.prompt.messages(item.input), self.bundle.manifest.decoding.max_new_tokens)
-
-
-def applies(gate, bundle: LoadedBundle) -> bool:
-    """A gate may name the adapter kinds it can judge (``adapter_kinds = ("lora",)``); by default it judges all."""
-    kinds = getattr(gate, "adapter_kinds", None)
-    return kinds is None or bundle.manifest.adapter.kind in kinds
-
-
-def not_applicable(gate, bundle: LoadedBundle) -> GateResult:
-    """Said in the verdict rather than silently skipped; nothing to check is not a failure."""
-    kind = bundle.manifest.adapter.kind
-    return GateResult(
-        name=gate.name, status="passed", rule=f"applies to adapter kinds: {', '.join(gate.adapter_kinds)}",
-        summary=f"not applicable: the bundle's adapter is of kind {kind!r}", details={"applicable": False},
-    )
+            requests = gate.requests(ctx)
+        except GatekeeperError as exc:  # the bundle does not give the gate what it needs
+            raise type(exc)(f"gate {gate.name!r}: {exc}") from None
+        except Exception as exc:  # reported as that gate's error; the others still run
+            plan.crashed[gate.name] = exc
+            continue
+        unanswered = sorted({(r.kind, side) for r in requests for side in gate.sides
+                             if not capabilities.answers(r.kind, side)})
+        if unanswered:
+            kind, side = unanswered[0]
+            plan.skipped[gate.name] = f"the {ctx.runtime_name} runtime cannot answer it: {capabilities.reason(kind, side)}"
+            continue
+        plan.requests[gate.name] = requests
+    return plan
 
 
 class Responses:
@@ -95,49 +89,42 @@ class Responses:
         return self._table[(side, request.key)]
 
 
-def collect_requests(ctx: GateContext, gates: list) -> tuple[dict[Side, dict[str, Request]], dict[str, Exception]]:
+def _ask(plan: Plan, runtime: Runtime, report_phase: PhaseReporter | None) -> Responses:
     wanted: dict[Side, dict[str, Request]] = {}
-    failed: dict[str, Exception] = {}
-    for gate, _ in gates:
-        if not applies(gate, ctx.bundle):
-            continue
-        try:
-            requests = gate.requests(ctx)
-        except Exception as exc:  # reported as that gate's error, the others still run
-            failed[gate.name] = exc
-            continue
-        for side in gate.sides:
+    for gate, _ in plan.gates:
+        for side in gate.sides if gate.name in plan.requests else ():
             bucket = wanted.setdefault(side, {})
-            for request in requests:
+            for request in plan.requests[gate.name]:
                 bucket.setdefault(request.key, request)
-    return wanted, failed
-
-
-def run_gates(
-    bundle: LoadedBundle, gates: list, runtime: Runtime, report_phase: PhaseReporter | None = None,
-    report_dir: Path | None = None,
-) -> list[GateResult]:
-    profile = getattr(runtime, "profile", None)
-    ctx = GateContext(bundle, serving=profile() if profile else None, report_dir=report_dir,
-                      dtype=getattr(runtime, "dtype_name", "float32"))
-    wanted, failed = collect_requests(ctx, gates)
     table: dict[tuple[Side, str], Any] = {}
     for side in sorted(wanted):
         requests = list(wanted[side].values())
-        for kind, method in RUNTIME_CALLS.items():
+        for kind, method in ANSWERED_BY.items():
             batch = [r for r in requests if r.kind == kind]
             if not batch:
                 continue
             progress = report_phase(f"{side}: {kind}", len(batch)) if report_phase else None
             for request, answer in zip(batch, getattr(runtime, method)(side, batch, progress)):
                 table[(side, request.key)] = answer
-    responses = Responses(table)
+    return Responses(table)
+
+
+def skipped_result(gate, reason: str) -> GateResult:
+    """Said in the verdict, never passed: nothing was checked."""
+    return GateResult(name=gate.name, status="skipped", rule="", summary=f"skipped: {reason}", skip_reason=reason)
+
+
+def run_plan(plan: Plan, runtime: Runtime, report_phase: PhaseReporter | None = None) -> list[GateResult]:
+    responses = _ask(plan, runtime, report_phase)
     results = []
-    for gate, required in gates:
+    for gate, required in plan.gates:
         try:
-            if gate.name in failed:
-                raise failed[gate.name]
-            result = gate.evaluate(ctx, responses) if applies(gate, bundle) else not_applicable(gate, bundle)
+            if gate.name in plan.crashed:
+                raise plan.crashed[gate.name]
+            if gate.name in plan.skipped:
+                result = skipped_result(gate, plan.skipped[gate.name])
+            else:
+                result = gate.evaluate(plan.ctx, responses)
         except Exception as exc:
             result = GateResult(name=gate.name, status="error", rule="", error=str(GateCrashed(gate.name, exc)))
         result.required = required
@@ -145,4 +132,8 @@ def run_gates(
     return results
 
 
-__all__ = ["GateContext", "Responses", "run_gates", "CountTokens", "Generate", "LogLik"]
+def run_gates(bundle: LoadedBundle, gates: list, runtime: Runtime, report_phase: PhaseReporter | None = None,
+              report_dir: Path | None = None) -> list[GateResult]:
+    """Plan and run in one call, for callers that hold the runtime already (tests, benchmarks)."""
+    plan = plan_gates(context_for(bundle, runtime, report_dir), gates, runtime.capabilities())
+    return run_plan(plan, runtime, report_phase)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gatekeeper.bundle.goldens import GoldenItem
+from gatekeeper.gating.result import Example, Paired
 from gatekeeper.gating.stats import compare_paired, smallest_detectable_n
-from gatekeeper.verdict.model import Example, Paired
 
 
 def paired_result(

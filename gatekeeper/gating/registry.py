@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import pydantic
 
-from gatekeeper.errors import GateParameterError, UnknownGateError
+from gatekeeper._util.text import first_line
+from gatekeeper.errors import BundleError, GateParameterError, UnknownGateError
 
 if TYPE_CHECKING:
+    from gatekeeper.bundle.manifest import Bundle
     from gatekeeper.gating.engine import GateContext, Responses
+    from gatekeeper.gating.result import GateResult
     from gatekeeper.runtime.requests import Request, Side
-    from gatekeeper.verdict.model import GateResult
 
 ENTRY_POINT_GROUP = "gatekeeper.gates"
 
@@ -89,6 +92,7 @@ class GateInfo:
 
 
 _REGISTRY: dict[str, GateInfo] = {}
+_BROKEN: dict[str, str] = {}  # entry point name -> why it could not be imported
 _entry_points_loaded = False
 
 
@@ -110,13 +114,23 @@ def gate(name: str, *, description: str | None = None):
     return register
 
 
+class BrokenGateWarning(UserWarning):
+    """An installed gate package whose entry point failed to import: it is skipped, the rest still work."""
+
+
 def load_entry_points() -> None:
+    """Import every installed gate once; one that fails to import is reported by name and skipped."""
     global _entry_points_loaded
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()  # importing the module runs its @gate decorator
+        try:
+            cls = ep.load()  # importing the module runs its @gate decorator
+        except Exception as exc:  # a third party's bug must not break listing or checks that do not use it
+            _BROKEN[ep.name] = f"{ep.value} failed to import ({first_line(exc)})"
+            warnings.warn(f"gate {ep.name!r} is skipped: {_BROKEN[ep.name]}", BrokenGateWarning, stacklevel=2)
+            continue
         if ep.name not in _REGISTRY:  # a plain class without the decorator
             gate(ep.name)(cls)
 
@@ -124,6 +138,8 @@ def load_entry_points() -> None:
 def get_gate(name: str) -> GateInfo:
     if name not in _REGISTRY:
         load_entry_points()
+    if name in _BROKEN:
+        raise UnknownGateError(f"gate {name!r} is installed but cannot be used: {_BROKEN[name]}")
     if name not in _REGISTRY:
         available = sorted(_REGISTRY)
         close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
@@ -135,3 +151,15 @@ def get_gate(name: str) -> GateInfo:
 def available_gates() -> list[GateInfo]:
     load_entry_points()
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def build_gates(manifest: Bundle) -> list[tuple[Any, bool]]:
+    """Instantiate every gate with its parameters checked; (gate, required) pairs."""
+    built = []
+    seen: set[str] = set()
+    for spec in manifest.gates:
+        if spec.name in seen:
+            raise BundleError(f"gate {spec.name!r} is listed twice")
+        seen.add(spec.name)
+        built.append((get_gate(spec.name).build(spec.params), spec.required))
+    return built

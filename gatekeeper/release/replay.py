@@ -1,23 +1,22 @@
 """Replay records: a checked version's outputs on a sample of its task prompts, to reproduce after a restore.
 
-``gatekeeper check`` writes one beside the version registry,
+``gatekeeper check`` writes one beside the version store,
 ``<adapters>/replays/<name>/v<N>-<manifest sha256>.jsonl``: a header (bundle,
 manifest hash, the runtime's identity) and one line per prompt (request key,
 messages, decoding, greedy output). Not in the report directory, which is
 regenerated and cleaned; a record must outlive every report until its version
-is no longer restored. Its sha256 goes into the registry with the verdict, so
+is no longer restored. Its sha256 goes into the store with the verdict, so
 a rollback drill can tell a record that was edited from one that was not.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from gatekeeper.errors import GatekeeperError
+from gatekeeper._util.files import write_atomic
 from gatekeeper._util.hashing import sha256_file
+from gatekeeper.errors import GatekeeperError
 from gatekeeper.runtime.requests import Generate
 
 DEFAULT_ITEMS = 16
@@ -43,10 +42,10 @@ def requests_for(bundle, n: int = DEFAULT_ITEMS) -> list[tuple[str, Generate]]:
 
 
 def record_path(bundle) -> Path:
-    from gatekeeper.release.store import registry_for
+    from gatekeeper.release.store import store_for
 
     manifest = bundle.manifest
-    return registry_for(bundle.root).parent / "replays" / manifest.name / f"v{manifest.version}-{bundle.manifest_sha256[:16]}.jsonl"
+    return store_for(bundle.root).parent / "replays" / manifest.name / f"v{manifest.version}-{bundle.manifest_sha256[:16]}.jsonl"
 
 
 def write_record(bundle, runtime, n: int = DEFAULT_ITEMS) -> Path:
@@ -60,13 +59,8 @@ def write_record(bundle, runtime, n: int = DEFAULT_ITEMS) -> Path:
          "output": output}
         for (item_id, r), output in zip(pairs, outputs)
     ]
-    target = record_path(bundle)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=".replay-", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n" for line in lines)
-    os.replace(staging, target)
-    return target
+    text = "".join(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n" for line in lines)
+    return write_atomic(record_path(bundle), text)
 
 
 def read_record(path: Path, sha256: str) -> tuple[dict, list[tuple[str, Generate, str]]]:

@@ -1,8 +1,8 @@
-"""The version registry: every candidate of an adapter, its verdicts and its release channel.
+"""The version store: every candidate of an adapter, its verdicts and its release channel.
 
-One SQLite file (WAL mode) beside the adapters: ``<adapters>/registry.sqlite``.
+One SQLite file (WAL mode) beside the adapters: ``<adapters>/versions.sqlite``.
 Every change is one transaction, so a process killed half-way through a
-promote or a rollback leaves the registry as it was before, never with two
+promote or a rollback leaves the store as it was before, never with two
 production versions or an event without its change.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from gatekeeper.errors import GatekeeperError
 
 CHANNELS = ("candidate", "production", "archived")
-REGISTRY_FILE = "registry.sqlite"
+STORE_FILE = "versions.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-class RegistryError(GatekeeperError):
+class VersionStoreError(GatekeeperError):
     pass
 
 
@@ -80,9 +80,9 @@ def _actor() -> str:
         return "unknown"
 
 
-def registry_for(bundle_root: Path) -> Path:
-    """adapters/<name>/vN -> adapters/registry.sqlite"""
-    return bundle_root.resolve().parent.parent / REGISTRY_FILE
+def store_for(bundle_root: Path) -> Path:
+    """adapters/<name>/vN -> adapters/versions.sqlite"""
+    return bundle_root.resolve().parent.parent / STORE_FILE
 
 
 def _crash_point(name: str) -> None:
@@ -102,7 +102,7 @@ class VersionRow:
     registered_at: str
 
 
-class Registry:
+class VersionStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -166,7 +166,7 @@ class Registry:
 
     def set_channel(self, name: str, version: int, channel: str) -> None:
         if channel not in CHANNELS:
-            raise RegistryError(f"unknown channel {channel!r}; channels are {', '.join(CHANNELS)}")
+            raise VersionStoreError(f"unknown channel {channel!r}; channels are {', '.join(CHANNELS)}")
         with self._transaction():
             current = self.version(name, version)
             self.db.execute("UPDATE versions SET channel=? WHERE name=? AND version=?", (channel, name, version))
@@ -186,7 +186,7 @@ class Registry:
         ).fetchone()
         if row is None:
             known = [f"v{v}" for v in self.versions(name)]
-            raise RegistryError(f"{name} v{version} is not in the registry {self.path} (known: {', '.join(known) or 'none'})")
+            raise VersionStoreError(f"{name} v{version} is not in the store {self.path} (known: {', '.join(known) or 'none'})")
         return VersionRow(*row)
 
     def versions(self, name: str) -> list[int]:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
@@ -20,8 +17,10 @@ from xml.sax.saxutils import escape, quoteattr
 import jinja2
 from markupsafe import Markup
 
+from gatekeeper._util.files import write_atomic
+from gatekeeper.gating.result import GateResult
 from gatekeeper.report import plots
-from gatekeeper.verdict.model import GateResult, Verdict
+from gatekeeper.verdict.model import Verdict
 
 if TYPE_CHECKING:
     from gatekeeper.verdict.diff import VerdictDiff
@@ -37,7 +36,7 @@ def render_junit(verdict: Verdict) -> str:
     suite = f"gatekeeper.{verdict.bundle.name}.v{verdict.bundle.version}"
     failures = sum(g.status == "failed" and g.required for g in verdict.gates)
     errors = sum(g.status == "error" for g in verdict.gates)
-    skipped = sum(g.status != "passed" and not g.required and g.status != "error" for g in verdict.gates)
+    skipped = sum(g.status == "skipped" or (g.status == "failed" and not g.required) for g in verdict.gates)
     lines = [
         '<?xml version="1.0" encoding="utf-8"?>',
         f'<testsuites name="gatekeeper" tests="{len(verdict.gates)}" failures="{failures}" errors="{errors}">',
@@ -56,6 +55,8 @@ def render_junit(verdict: Verdict) -> str:
             lines.append(f"      <failure message={quoteattr(result.summary or result.rule)}>{escape(body)}</failure>")
         elif result.status == "failed":
             lines.append(f"      <skipped message={quoteattr('advisory gate failed: ' + result.summary)}/>")
+        elif result.status == "skipped":
+            lines.append(f"      <skipped message={quoteattr('not evaluated: ' + (result.skip_reason or ''))}/>")
         lines.append("    </testcase>")
     timing = json.dumps(verdict.timing, sort_keys=True)
     lines += [f"    <system-out>timing: {escape(timing)}</system-out>", "  </testsuite>", "</testsuites>"]
@@ -142,16 +143,7 @@ def render_diff_html(diff: VerdictDiff) -> str:
 
 def write_diff_html(diff: VerdictDiff, path: Path) -> Path:
     """Write the side-by-side diff; a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=".diff-", suffix=".html", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(render_diff_html(diff))
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
-    return path
+    return write_atomic(path, render_diff_html(diff))
 
 
 def write_reports(verdict: Verdict, out_dir: Path) -> dict[str, Path]:
@@ -161,17 +153,6 @@ def write_reports(verdict: Verdict, out_dir: Path) -> dict[str, Path]:
         "junit.xml": render_junit(verdict),
         "report.html": render_html(verdict),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    try:
-        for name, text in rendered.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        for name in rendered:
-            os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    for name, text in rendered.items():
+        write_atomic(out_dir / name, text)
     return {name: out_dir / name for name in rendered}
-
-
-def load_verdict(path: Path) -> Verdict:
-    return Verdict.model_validate_json(path.read_text(encoding="utf-8"))

@@ -14,8 +14,18 @@ import sqlite3
 from pathlib import Path
 
 from gatekeeper._util.hashing import sha256_json
+from gatekeeper.runtime.protocol import Capabilities, Runtime
 from gatekeeper.runtime.requests import (
-    Choose, CountTokens, Divergence, DivergenceResult, Generate, LogLik, LogLikResult, Progress, Runtime, Side, Timing,
+    Choose,
+    CountTokens,
+    Divergence,
+    DivergenceResult,
+    Generate,
+    LogLik,
+    LogLikResult,
+    Progress,
+    Side,
+    Timing,
     TimingResult,
 )
 
@@ -54,16 +64,23 @@ class CachedRuntime:
         self.inner, self.cache = inner, cache
         self.hits = self.misses = 0
 
-    def identity(self, side: Side) -> dict:
-        return self.inner.identity(side)
+    # Everything but the answers is the wrapped runtime's own.
+    @property
+    def name(self) -> str:
+        return self.inner.name
 
     @property
     def dtype_name(self) -> str:
-        """The dtype the wrapped runtime computes in: gates judge by it (merge tolerances)."""
-        return getattr(self.inner, "dtype_name", "float32")
+        return self.inner.dtype_name
+
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities()
+
+    def identity(self, side: Side) -> dict:
+        return self.inner.identity(side)
 
     def profile(self) -> dict | None:
-        return self.inner.profile() if hasattr(self.inner, "profile") else None
+        return self.inner.profile()
 
     def _keys(self, side: Side, requests) -> list[str]:
         identity = self.inner.identity(side)

@@ -14,8 +14,19 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from gatekeeper.runtime.requests import (
-    Choose, CountTokens, Divergence, DivergenceResult, ExportMerged, Generate, LogLik, LogLikResult, Progress,
-    RequestKind, Side, Timing, TimingResult,
+    Choose,
+    CountTokens,
+    Divergence,
+    DivergenceResult,
+    ExportMerged,
+    Generate,
+    LogLik,
+    LogLikResult,
+    Progress,
+    RequestKind,
+    Side,
+    Timing,
+    TimingResult,
 )
 
 # request kind -> the runtime method that answers a list of them for one side

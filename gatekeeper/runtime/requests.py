@@ -11,12 +11,13 @@ de-duplicates and batches them, and gates score the responses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Protocol, Union
+from typing import Callable, Literal, Union
 
 from gatekeeper._util.hashing import sha256_json
+from gatekeeper.bundle.manifest import Messages, messages_for  # noqa: F401  (request authors build messages with it)
 
 Side = Literal["base", "adapter", "merged"]
-Messages = tuple[tuple[str, str], ...]  # (role, content) pairs, rendered by the chat template
+RequestKind = Literal["generate", "loglik", "choose", "tokens", "divergence", "timing", "export"]
 Progress = Callable[[int], None]  # called with how many requests just finished
 
 
@@ -173,110 +174,3 @@ class TimingResult:
     peak_mib: float  # peak memory while this side was measured
     memory: str  # what peak_mib measures: "cuda allocated" or "process RSS"
     device: str
-
-
-def messages_for(user: str, system: str | None = None) -> Messages:
-    turns = [("system", system)] if system else []
-    return tuple(turns + [("user", user)])
-
-
-class Runtime(Protocol):
-    def identity(self, side: Side) -> dict:
-        """Everything besides the request that decides a response (model hashes, template, dtype)."""
-
-    def generate(self, side: Side, requests: list[Generate], progress: Progress | None = None) -> list[str]: ...
-
-    def loglik(self, side: Side, requests: list[LogLik], progress: Progress | None = None) -> list[LogLikResult]: ...
-
-    def choose(self, side: Side, requests: list[Choose], progress: Progress | None = None) -> list[list[float]]: ...
-
-    def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]: ...
-
-    def divergence(self, side: Side, requests: list[Divergence], progress: Progress | None = None) -> list[DivergenceResult]: ...
-
-    def timing(self, side: Side, requests: list[Timing], progress: Progress | None = None) -> list[TimingResult]: ...
-
-    def export_merged(self, side: Side, requests: list[ExportMerged], progress: Progress | None = None) -> list[dict]: ...
-
-
-class FakeRuntime:
-    """A runtime for unit tests: answers come from tables keyed by side and user text."""
-
-    dtype_name = "float32"  # what gates that judge numerics (merge_equivalence) assume it computes in
-
-    def __init__(self, answers: dict[Side, Callable[[str], str]], name: str = "fake",
-                 latency_ms: dict[Side, float] | None = None):
-        self.answers = answers
-        self.name = name
-        self.latency_ms = latency_ms or {}
-        self.calls: list[tuple[Side, int]] = []
-
-    def identity(self, side: Side) -> dict:
-        return {"runtime": "fake", "name": self.name, "side": side}
-
-    def generate(self, side, requests, progress=None):
-        self.calls.append((side, len(requests)))
-        out = [self.answers[side](dict(r.messages)["user"]) for r in requests]
-        if progress:
-            progress(len(requests))
-        return out
-
-    def loglik(self, side, requests, progress=None):
-        self.calls.append((side, len(requests)))
-        results = []
-        for r in requests:
-            answer = self.answers[side](dict(r.messages).get("user", ""))
-            same = answer == r.continuation
-            results.append(LogLikResult(-0.1 if same else -5.0, max(1, len(r.continuation.split())), same))
-        if progress:
-            progress(len(requests))
-        return results
-
-    def choose(self, side, requests, progress=None):
-        """The option the side's answer starts with scores -0.1, every other option -5."""
-        self.calls.append((side, len(requests)))
-        results = []
-        for r in requests:
-            answer = self.answers[side](dict(r.messages).get("user", ""))
-            results.append([-0.1 if answer.startswith(option) else -5.0 for option in r.options])
-        if progress:
-            progress(len(requests))
-        return results
-
-    def count_tokens(self, side, requests, progress=None):
-        """One token per whitespace-separated word, plus one for the end of turn."""
-        self.calls.append((side, len(requests)))
-        counts = [sum(len(c.split()) for _, c in r.messages) + len(r.answer.split()) + 1 for r in requests]
-        if progress:
-            progress(len(requests))
-        return counts
-
-    def divergence(self, side, requests, progress=None):
-        """The merged side answers with ``answers["merged"]`` (the adapter's when absent); unequal answers drift."""
-        self.calls.append((side, len(requests)))
-        merged = self.answers.get("merged", self.answers["adapter"])
-        results = []
-        for r in requests:
-            user = dict(r.messages)["user"]
-            mine, reference = merged(user), self.answers["adapter"](user)
-            drift = 0.0 if mine == reference else 1.0
-            results.append(DivergenceResult(mine, reference, max(1, len(reference.split())), drift, drift / 2,
-                                            drift / 2, drift, drift / 2, 1.0 - drift / 2))
-        if progress:
-            progress(len(requests))
-        return results
-
-    def timing(self, side, requests, progress=None):
-        """A fixed latency per side (10 ms unless given), one token per millisecond."""
-        self.calls.append((side, len(requests)))
-        ms = self.latency_ms.get(side, 10.0)
-        results = [TimingResult([ms] * r.repeats, [ms / r.max_new_tokens] * r.repeats, r.max_new_tokens,
-                                100.0, "process RSS", "fake") for r in requests]
-        if progress:
-            progress(len(requests))
-        return results
-
-    def export_merged(self, side, requests, progress=None):
-        """Writes nothing: there is no model to write."""
-        self.calls.append((side, len(requests)))
-        return [{} for _ in requests]

@@ -19,12 +19,12 @@ moment leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatekeeper._util.files import publish_dir, staged_dir, write_atomic
+from gatekeeper.bundle.recipe import output_dir
 from gatekeeper.errors import RecipeError
 
 WORK_DIR = ".work"
@@ -34,7 +34,6 @@ FORMAT = 1
 
 def work_dir(recipe, root: Path) -> Path:
     """Where a recipe's checkpoints live: a hidden directory beside its versions."""
-    from gatekeeper.training.versions import output_dir
 
     return output_dir(recipe, root) / WORK_DIR
 
@@ -124,9 +123,7 @@ def save(work: Path, *, step: int, params: dict, best: dict | None, optimizer, s
     import torch
     from safetensors.torch import save_file
 
-    work.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".step-{step:06d}-", dir=work))
-    try:
+    with staged_dir(work, f".step-{step:06d}-") as staging:
         names = {id(p): n for n, p in params.items()}
         save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, staging / "weights.safetensors")
         if best is not None:
@@ -139,15 +136,8 @@ def save(work: Path, *, step: int, params: dict, best: dict | None, optimizer, s
         save_file(rng, staging / "rng.safetensors")
         document = {"format": FORMAT, **state, "step": step, "has_best": best is not None, "optimizer": meta}
         (staging / "state.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        final = work / f"step-{step:06d}"
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    pointer = work / f".{LATEST}.tmp"
-    pointer.write_text(json.dumps({"step": step, "dir": final.name}) + "\n", encoding="utf-8")
-    os.replace(pointer, work / LATEST)
+        final = publish_dir(staging, work / f"step-{step:06d}", replace=True)
+    write_atomic(work / LATEST, json.dumps({"step": step, "dir": final.name}) + "\n")
     for old in work.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

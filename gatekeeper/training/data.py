@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatekeeper.bundle.goldens import Contract, GoldenItem, answer_text, load_jsonl
 from gatekeeper.bundle.manifest import PromptTemplate
 from gatekeeper.errors import RecipeError
-from gatekeeper.bundle.goldens import Contract, GoldenItem, answer_text, load_jsonl
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ def load_training_split(path: Path, contract: Contract) -> list[GoldenItem]:
 
 
 def encode(items: list[GoldenItem], tokenizer, prompt: PromptTemplate) -> list[Encoded]:
-    from gatekeeper.runtime.hf.runtime import encode_example
+    from gatekeeper.runtime.hf.rendering import encode_example
 
     return [Encoded(item.id, *encode_example(tokenizer, prompt.messages(item.input), answer_text(item.expected)))
             for item in items]
 
 
 def check_lengths(encoded: list[Encoded], max_seq_len: int, source: Path) -> int:
-    """Refuse when an answer would be cut; return how many examples exceed the limit at all."""
+    """Refuse when any example would be cut (nothing is ever truncated); return the longest length in tokens."""
     too_long = [e for e in encoded if len(e) > max_seq_len]
     if too_long:
         worst = max(too_long, key=len)
@@ -49,7 +49,7 @@ def check_lengths(encoded: list[Encoded], max_seq_len: int, source: Path) -> int
             f"{source}: {len(too_long)} example(s) exceed max_seq_len={max_seq_len} and their answers would be cut "
             f"(longest: {worst.id}, {len(worst)} tokens); raise training.max_seq_len"
         )
-    return len(too_long)
+    return max((len(e) for e in encoded), default=0)
 
 
 def collate(batch: list[Encoded], pad_id: int):

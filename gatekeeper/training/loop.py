@@ -15,10 +15,16 @@ from pathlib import Path
 from typing import Callable
 
 from gatekeeper.bundle.base import ResolvedBase, resolve_base
-from gatekeeper.training.data import Encoded, check_lengths, collate, encode, load_training_split
-from gatekeeper.errors import RecipeError
 from gatekeeper.bundle.goldens import Contract, load_jsonl
 from gatekeeper.bundle.recipe import Recipe
+from gatekeeper.errors import RecipeError
+from gatekeeper.training.data import (
+    Encoded,
+    check_lengths,
+    collate,
+    encode,
+    load_training_split,
+)
 
 
 @dataclass
@@ -79,10 +85,15 @@ def train(
     ``checkpoint_every`` steps; ``resume`` continues from the latest one there."""
     import torch
 
+    from gatekeeper.runtime.hf.modeling import (
+        compute_precision,
+        pick_device,
+        resolve_dtype,
+        target_logprobs,
+    )
+    from gatekeeper.runtime.hf.rendering import load_tokenizer
     from gatekeeper.training import checkpoint
-    from gatekeeper.runtime.hf.runtime import load_tokenizer
-    from gatekeeper.training.methods import build_trainable
-    from gatekeeper.runtime.hf.modeling import compute_precision, pick_device, resolve_dtype, target_logprobs
+    from gatekeeper.training.methods import get_method, optimizer_state_bytes
 
     settings = recipe.training
     data = recipe.data
@@ -97,8 +108,8 @@ def train(
     tokenizer = load_tokenizer(base.path)
     train_set = encode(train_items, tokenizer, data.prompt)
     val_set = encode(val_items, tokenizer, data.prompt)
-    check_lengths(train_set, settings.max_seq_len, root / data.train)
-    check_lengths(val_set, settings.max_seq_len, root / data.validation)
+    longest = max(check_lengths(train_set, settings.max_seq_len, root / data.train),
+                  check_lengths(val_set, settings.max_seq_len, root / data.validation))
     if resume and checkpoints is None:
         raise RecipeError("resuming needs a checkpoint directory")
     fingerprint = checkpoint.run_fingerprint(recipe, base, root)
@@ -107,7 +118,8 @@ def train(
     torch.manual_seed(settings.seed)
     device = pick_device(recipe.serving.device)
     precision = resolve_dtype(settings.precision, device)
-    model, trainable, optimizer = build_trainable(recipe, base, precision)
+    method = get_method(recipe.method)
+    model, trainable, optimizer = method.build(recipe, base, precision)
     # On an H100 a LoRA step on these short rows is bound by kernel launches, not arithmetic:
     # the prefix's extra pass made the step slower there (see target_logprobs).
     # Checkpointed layers run without a cache, and the shared prefix lives in one.
@@ -118,13 +130,11 @@ def train(
 
     rehearsal, rehearsal_record = [], None
     if data.rehearsal is not None:
-        import contextlib
-
         from gatekeeper.training.rehearsal import base_answers
 
         # answered by the base itself: the adapter switched off (galore has not moved a weight yet)
         model.eval()
-        with model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext(), computing():
+        with method.base_side(model), computing():
             wanted = (settings.max_steps or 10**6) * settings.grad_accum * data.rehearsal.per_batch
             rehearsal, rehearsal_record = base_answers(model, tokenizer, root / data.rehearsal.prompts, wanted,
                                                        data.rehearsal.max_new_tokens, settings.seed)
@@ -232,8 +242,6 @@ def train(
             rate = tokens_seen / max(1e-9, time.perf_counter() - wall0)
             on_step(StepInfo(step + 1, total_steps, step_loss, rate, val_loss))
 
-    from gatekeeper.training.galore import optimizer_state_bytes
-
     state_bytes = optimizer_state_bytes(optimizer)
     with torch.no_grad():  # restore the selected checkpoint
         for name, value in best[2].items():
@@ -251,7 +259,10 @@ def train(
         "val_curve": val_curve,
         "train_curve": train_curve,
         "examples": {"train": len(train_set), "validation": len(val_set)},
-        "truncated": 0,
+        # No "truncated" count: an example longer than max_seq_len stops training (check_lengths),
+        # so none is ever cut. The longest one says how much room was left.
+        "max_seq_len": settings.max_seq_len,
+        "longest_example_tokens": longest,
         **({"rehearsal": rehearsal_record} if rehearsal_record else {}),
         "device": device.type,
         "precision": precision,

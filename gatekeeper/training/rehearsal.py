@@ -14,9 +14,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from gatekeeper.training.data import Encoded
-from gatekeeper.bundle.goldens import load_jsonl
 from gatekeeper._util.hashing import sha256_json
+from gatekeeper.bundle.goldens import load_jsonl
+from gatekeeper.training.data import Encoded
 
 
 def base_answers(model, tokenizer, path: Path, count: int, max_new_tokens: int, seed: int) -> tuple[list[Encoded], dict]:
@@ -25,9 +25,9 @@ def base_answers(model, tokenizer, path: Path, count: int, max_new_tokens: int, 
     An answer cut by ``max_new_tokens`` keeps no end-of-turn token, so the
     adapter is never taught to stop where the base would have gone on.
     """
+    from gatekeeper.bundle.manifest import messages_for
     from gatekeeper.runtime.hf.decoding import greedy
-    from gatekeeper.runtime.hf.runtime import render
-    from gatekeeper.runtime.requests import messages_for
+    from gatekeeper.runtime.hf.rendering import render
 
     items = load_jsonl(path)
     if count < len(items):  # a sample across the whole pool, not its first families

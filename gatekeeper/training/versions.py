@@ -11,17 +11,25 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from gatekeeper.bundle.base import ALIASES, serving_profile, tokenizer_fingerprint
-from gatekeeper.bundle.manifest import FULL_WEIGHT_METHODS, AdapterRef, BaseRef, Bundle, TaskSpec, file_ref, write_manifest
+from gatekeeper._util.files import publish_dir, staged_dir
 from gatekeeper._util.hashing import sha256_file
-from gatekeeper.bundle.recipe import Recipe
+from gatekeeper.bundle.base import ALIASES, serving_profile, tokenizer_fingerprint
+from gatekeeper.bundle.manifest import (
+    AdapterRef,
+    BaseRef,
+    Bundle,
+    TaskSpec,
+    file_ref,
+    write_manifest,
+)
+from gatekeeper.bundle.recipe import Recipe, output_dir
 from gatekeeper.bundle.signing import sign_bundle
 from gatekeeper.training.loop import TrainResult
+from gatekeeper.training.methods import get_method
 
 _VERSION = re.compile(r"^v(\d+)$")
 
@@ -32,15 +40,9 @@ def existing_versions(directory: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _VERSION.match(p.name)) and p.is_dir())
 
 
-def output_dir(recipe: Recipe, root: Path) -> Path:
-    return (root / recipe.output_dir) if recipe.output_dir else root
-
-
 def write_candidate(result: TrainResult, recipe: Recipe, root: Path) -> Path:
     target_dir = output_dir(recipe, root)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".v-staging-", dir=target_dir))
-    try:
+    with staged_dir(target_dir, ".v-staging-") as staging:
         manifest = _fill(staging, result, recipe, root, target_dir)
         while True:  # claim the next free version; a concurrent run may take one first
             version = (existing_versions(target_dir) or [0])[-1] + 1
@@ -48,13 +50,10 @@ def write_candidate(result: TrainResult, recipe: Recipe, root: Path) -> Path:
             write_manifest(staging, manifest.model_copy(update={"version": version}))
             sign_bundle(staging)
             try:
-                os.rename(staging, target_dir / f"v{version}")
-                return target_dir / f"v{version}"
+                return publish_dir(staging, target_dir / f"v{version}")
             except OSError:
                 if not (target_dir / f"v{version}").exists():
                     raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _base_ref(recipe: Recipe, result: TrainResult, target_dir: Path) -> str:
@@ -74,15 +73,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         copies["rehearsal.jsonl"] = data.rehearsal.prompts
     for name, source in copies.items():
         shutil.copyfile(root / source, staging / "data" / name)
-    kind = "delta" if recipe.method in FULL_WEIGHT_METHODS else "lora"
-    if kind == "delta":  # only what changed, as trained - base; the base hash pins what it applies to
-        from gatekeeper.runtime.hf.delta import DELTA_FILE, write_delta
-
-        counts = write_delta(result.model, result.trained, result.base.path, result.base.sha256, staging / "adapter")
-        weights = staging / "adapter" / DELTA_FILE
-    else:
-        result.model.save_pretrained(staging / "adapter", safe_serialization=True)
-        weights, counts = staging / "adapter" / "adapter_model.safetensors", {}
+    method = get_method(recipe.method)
+    saved = method.save(result, staging / "adapter")
     (staging / "recipe.yaml").write_text(
         yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8"
     )
@@ -90,8 +82,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
     record["corpus_sha256"] = {name: sha256_file(staging / "data" / name) for name in sorted(copies)}
     record["packages"] = _package_versions()
     # the point of an adapter is to be small next to its base: record both sizes
-    record["adapter_bytes"] = weights.stat().st_size
-    record |= counts
+    record["adapter_bytes"] = saved.weights.stat().st_size
+    record |= saved.counts
     record["base_bytes"] = sum(p.stat().st_size for p in result.base.path.glob("*.safetensors"))
     (staging / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     profile = serving_profile(result.tokenizer)
@@ -102,7 +94,7 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         version=0,
         base=BaseRef(ref=_base_ref(recipe, result, target_dir), sha256=result.base.sha256,
                      **tokenizer_fingerprint(result.tokenizer)),
-        adapter=AdapterRef(path="adapter", method=recipe.method, kind=kind, files=adapter_files),
+        adapter=AdapterRef(path="adapter", method=recipe.method, kind=method.adapter_kind, files=adapter_files),
         task=TaskSpec(contract=file_ref(staging, "data/contract.schema.json"), prompt=data.prompt),
         golden_sets={
             name: file_ref(staging, f"data/{name}.jsonl")
@@ -111,7 +103,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         gates=recipe.gates,
         decoding=recipe.decoding,
         # a QLoRA adapter is served over the same 4-bit base it was trained on
-        serving=recipe.serving.model_copy(update={"quantization": "nf4"}) if recipe.method == "qlora" else recipe.serving,
+        serving=recipe.serving if method.serving_quantization == "none"
+        else recipe.serving.model_copy(update={"quantization": method.serving_quantization}),
         recipe=file_ref(staging, "recipe.yaml"),
         training=file_ref(staging, "training.json"),
         serving_profile=file_ref(staging, "serving_profile.json"),

@@ -18,7 +18,8 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gatekeeper.verdict.model import GateResult, Metric, Verdict
+    from gatekeeper.gating.result import GateResult, Metric
+    from gatekeeper.verdict.model import Verdict
 
 EXAMPLES_SHOWN = 3
 

@@ -12,44 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pydantic
-
-from gatekeeper.errors import VerdictError
+from gatekeeper.gating.result import Example, GateResult
 from gatekeeper.gating.stats import mcnemar_exact
-from gatekeeper.verdict.model import Example, GateResult, Verdict
-
-
-def read_verdict(path: str | Path) -> Verdict:
-    """A verdict from a verdict.json, a report directory or a checked bundle; VerdictError otherwise."""
-    from gatekeeper.bundle.manifest import MANIFEST, describe_validation_error, read_manifest
-    from gatekeeper.check import default_report_dir
-    from gatekeeper.report.render import load_verdict
-
-    given = Path(path)
-    if given.is_dir():
-        if (given / "verdict.json").is_file():
-            given = given / "verdict.json"
-        elif (given / MANIFEST).is_file():
-            manifest = read_manifest(given)
-            report = default_report_dir(manifest) / "verdict.json"
-            if not report.is_file():
-                raise VerdictError(
-                    f"{path}: bundle {manifest.name} v{manifest.version} has no report at {report}; "
-                    f"run `gatekeeper check {path}` first"
-                )
-            given = report
-        else:
-            raise VerdictError(f"{path}: neither a report directory (no verdict.json) nor a bundle (no {MANIFEST})")
-    if not given.is_file():
-        raise VerdictError(f"{path}: no such file or directory")
-    try:
-        return load_verdict(given)
-    except UnicodeDecodeError:
-        raise VerdictError(f"{path}: not a gatekeeper verdict (not text)") from None
-    except pydantic.ValidationError as exc:
-        raise VerdictError(describe_validation_error(exc, f"{path}: not a gatekeeper verdict")) from None
+from gatekeeper.verdict.model import Verdict
 
 
 @dataclass(frozen=True)

@@ -153,9 +153,10 @@ def candidates() -> list[dict]:
 
 def main() -> None:
     from gatekeeper.bundle.base import DEFAULT_BASE, resolve_base
-    from gatekeeper.runtime.hf.runtime import HFRuntime
+    from gatekeeper.bundle.manifest import messages_for
     from gatekeeper.gating.answer_checks import is_correct
-    from gatekeeper.runtime.requests import Generate, messages_for
+    from gatekeeper.runtime.hf.runtime import HFRuntime
+    from gatekeeper.runtime.requests import Generate
 
     runtime = HFRuntime(resolve_base(DEFAULT_BASE), None, None, device="cpu", batch_size=32)
     pool = candidates()

@@ -192,7 +192,7 @@ def tie_margin(model) -> float | None:
 
 
 def _forward(decoding: _Decoding, ids, mask, positions, cache):
-    hidden = decoding.parts[0](input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+    hidden = decoding.parts[0](input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                                use_cache=True)
     return decoding.pick(hidden.last_hidden_state[:, -1])
 
@@ -228,7 +228,7 @@ def _prefix_states(decoder, prefix: list[int], kept: dict) -> list[tuple[torch.T
         rest = torch.tensor([key[len(start) :]], device=decoder.device)
         decoder(input_ids=rest, attention_mask=torch.ones((1, len(key)), dtype=torch.long, device=decoder.device),
                 position_ids=torch.arange(len(start), len(key), device=decoder.device)[None],
-                past_key_values=cache, use_cache=True)
+                cache=cache, use_cache=True)
         if len(kept) >= KEPT_PREFIXES:
             del kept[next(iter(kept))]
         kept[key] = [(layer.keys, layer.values) for layer in cache.layers]
@@ -263,7 +263,7 @@ def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict |
     elif shared:
         prefix = torch.tensor([rows[0][:shared]], device=device)
         decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix),
-                position_ids=torch.arange(shared, device=device)[None], past_key_values=cache, use_cache=True)
+                position_ids=torch.arange(shared, device=device)[None], cache=cache, use_cache=True)
         cache.batch_repeat_interleave(batch)
 
     ids = torch.full((batch, width), pad_id, device=device)
@@ -274,7 +274,7 @@ def _prefill(parts, rows: list[list[int]], extra: int, pad_id: int, kept: dict |
         tail_mask[i, width - len(tail) :] = 1
     mask = torch.cat([torch.ones((batch, shared), dtype=torch.long, device=device), tail_mask], dim=1)
     positions = (shared + tail_mask.cumsum(-1) - 1).clamp(min=0)
-    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
     return cache, mask, hidden.last_hidden_state[:, -last:], positions[:, -1] + 1
 
 
@@ -509,7 +509,7 @@ def option_logprobs(model, rows: list[list[int]], options: list[list[int]], pad_
     mask = torch.cat([mask.repeat_interleave(count, dim=0),
                       torch.ones((batch * count, width), dtype=torch.long, device=device)], dim=1)
     positions = next_position.repeat_interleave(count)[:, None] + torch.arange(width, device=device)[None]
-    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                      use_cache=True).last_hidden_state
     picked = targets >= 0
     logprobs, _ = token_logprobs(head, hidden[picked], targets[picked])

@@ -16,40 +16,54 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable, NamedTuple
 
+from gatekeeper._util.hashing import sha256_file
+from gatekeeper.bundle.base import directory_weights_sha256
 from gatekeeper.errors import RuntimeLoadError
-from gatekeeper.runtime.requests import Divergence, DivergenceResult, ExportMerged, Progress, Side
+from gatekeeper.runtime.hf.modeling import load_base_model
+from gatekeeper.runtime.hf.rendering import load_adapter, render
+from gatekeeper.runtime.requests import (
+    Divergence,
+    DivergenceResult,
+    ExportMerged,
+    Progress,
+)
 
 
-def build_merged(runtime, request: Divergence):
-    """A merged model for ``request``: merged here from the runtime's own files, or loaded from ``merged_from``."""
-    from gatekeeper.runtime.hf.runtime import load_adapter
-    from gatekeeper.runtime.hf.modeling import load_base_model
+class MergeSource(NamedTuple):
+    """Where a merge starts from: the base's files, the adapter, and how the base is served."""
 
+    base_path: Path
+    adapter_dir: Path | None
+    dtype: str
+    device: str
+    quantization: str
+
+
+def build_merged(unmerged, source: MergeSource, request: Divergence):
+    """A merged model for ``request``: ``unmerged`` (base + adapter) merged, or loaded from ``merged_from``."""
     if request.merged_from:
-        return load_merged_dir(Path(request.merged_from), runtime)
-    if runtime.adapter_dir is None:
+        return load_merged_dir(Path(request.merged_from), source)
+    if source.adapter_dir is None:
         raise RuntimeLoadError("the merged side needs an adapter to merge")
-    if runtime.quantization != "nf4":
+    if source.quantization != "nf4":
         if request.variant == "requantized":
             raise RuntimeLoadError("a re-quantised merge needs a 4-bit (nf4) serving base")
         # A copy, so the unmerged adapter and the base side stay servable beside it.
-        return copy.deepcopy(runtime.model).merge_and_unload().eval()
-    base = load_base_model(runtime.base.path, dtype=runtime.dtype_name, quantization="nf4", device=runtime.device_name)
+        return copy.deepcopy(unmerged).merge_and_unload().eval()
+    base = load_base_model(source.base_path, dtype=source.dtype, quantization="nf4", device=source.device)
     if request.variant == "merged":
         base = base.dequantize()
-    return load_adapter(base, runtime.adapter_dir).merge_and_unload().eval()
+    return load_adapter(base, source.adapter_dir).merge_and_unload().eval()
 
 
-def load_merged_dir(path: Path, runtime):
+def load_merged_dir(path: Path, source: MergeSource):
     """A merged model written elsewhere: a Hugging Face directory with safetensors weights only."""
-    from gatekeeper.bundle.base import directory_weights_sha256
-    from gatekeeper.runtime.hf.modeling import load_base_model
-
     if not path.is_dir():
         raise RuntimeLoadError(f"merged model {path} is not a directory")
     directory_weights_sha256(path)  # refuses a directory without config.json or with pickled weights only
-    return load_base_model(path, dtype=runtime.dtype_name, quantization="none", device=runtime.device_name).eval()
+    return load_base_model(path, dtype=source.dtype, quantization="none", device=source.device).eval()
 
 
 def _greedy(model, prompt, max_new_tokens: int, tokenizer) -> list[int]:
@@ -88,20 +102,17 @@ def compare(reference, candidate):
     }
 
 
-def divergence(runtime, side: Side, requests: list[Divergence], progress: Progress | None = None) -> list[DivergenceResult]:
+def divergence(unmerged, merged_for: Callable[[Divergence], object], tokenizer, requests: list[Divergence],
+               progress: Progress | None = None) -> list[DivergenceResult]:
+    """Each request's merged model (``merged_for``) against the unmerged adapter, on the adapter's continuation."""
     import torch
 
-    from gatekeeper.runtime.hf.runtime import render
-
-    if side != "merged":
-        raise ValueError(f"divergence is measured on the merged side, not {side!r}")
-    tokenizer, unmerged = runtime.tokenizer, runtime.model
     device = unmerged.device
     references: dict[tuple, list[int]] = {}  # both variants of one prompt share the adapter's continuation
     results = []
     with torch.inference_mode():
         for request in requests:
-            merged = runtime.merged_model(request)
+            merged = merged_for(request)
             prompt = tokenizer(render(tokenizer, request.messages), return_tensors="pt", add_special_tokens=False)
             prompt = prompt["input_ids"].to(device)
             key = (request.messages, request.max_new_tokens)
@@ -122,18 +133,13 @@ def divergence(runtime, side: Side, requests: list[Divergence], progress: Progre
     return results
 
 
-def export(runtime, side: Side, requests: list[ExportMerged], progress: Progress | None = None) -> list[dict]:
+def export(merged, tokenizer, requests: list[ExportMerged], progress: Progress | None = None) -> list[dict]:
     """Write the merged model and its tokenizer (safetensors only); each file's sha256 is the answer."""
-    from gatekeeper._util.hashing import sha256_file
-
-    if side != "merged":
-        raise ValueError(f"only the merged side is exported, not {side!r}")
     hashes = []
     for request in requests:
         target = Path(request.directory)
-        # Over a 4-bit base this is the merge into the de-quantised weights: full precision, loadable anywhere.
-        runtime.merged_model(Divergence(())).save_pretrained(target, safe_serialization=True)
-        runtime.tokenizer.save_pretrained(target)
+        merged.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
         files = {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file() and p.name != "SHA256SUMS"}
         (target / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in files.items()), encoding="utf-8")
         hashes.append(files)

@@ -18,6 +18,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from gatekeeper._util.text import first_line
+from gatekeeper.errors import MissingDependency, RuntimeLoadError
+
 # Keep the console to gatekeeper's own progress: bitsandbytes reports an optional
 # CPU kernel package it does without, and transformers a deprecation inside peft.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -69,12 +72,12 @@ def target_logprobs(causal_lm, input_ids, attention_mask, labels, *, share_prefi
     if shared:
         cache = DynamicCache(config=decoder.config)
         prefix = input_ids[:1, :shared]
-        decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), past_key_values=cache, use_cache=True)
+        decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), cache=cache, use_cache=True)
         cache.batch_repeat_interleave(input_ids.shape[0])
         positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device)[None]
         hidden = decoder(
             input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
-            past_key_values=cache, use_cache=True,
+            cache=cache, use_cache=True,
         ).last_hidden_state
     else:
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -132,6 +135,10 @@ def compute_precision(dtype: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
+MODELS_LOADED = 0
+"""Weights loaded by this process so far: how a test proves bad input was refused before any model loaded."""
+
+
 def load_base_model(path, *, dtype: str = "float32", quantization: str = "none", device: str = "auto"):
     """The base as a causal LM: full precision, or frozen in 4-bit NF4 with double quantisation.
 
@@ -141,8 +148,8 @@ def load_base_model(path, *, dtype: str = "float32", quantization: str = "none",
 
     from transformers import AutoModelForCausalLM
 
-    from gatekeeper.errors import MissingDependency, RuntimeLoadError
-
+    global MODELS_LOADED
+    MODELS_LOADED += 1
     target = pick_device(device)
     kwargs = {"dtype": getattr(torch, dtype), "use_safetensors": True}
     if quantization == "nf4":
@@ -160,8 +167,7 @@ def load_base_model(path, *, dtype: str = "float32", quantization: str = "none",
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeLoadError(f"base {path} would not load: {first}") from None
+        raise RuntimeLoadError(f"base {path} would not load: {first_line(exc)}") from None
     return model if quantization == "nf4" else model.to(target)
 
 

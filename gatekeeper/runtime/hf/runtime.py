@@ -10,41 +10,39 @@ swapped into the one loaded base for the adapter side (see ``delta.py``).
 from __future__ import annotations
 
 import collections
+import contextlib
 from pathlib import Path
 
-from gatekeeper.bundle.base import PICKLED_SUFFIXES, ResolvedBase, serving_profile, tokenizer_fingerprint
+from gatekeeper.bundle.base import ResolvedBase, serving_profile, tokenizer_fingerprint
 from gatekeeper.errors import RuntimeLoadError
-from gatekeeper.runtime.requests import Choose, CountTokens, Generate, LogLik, LogLikResult, Messages, Progress, Side
+from gatekeeper.runtime.hf import merged, modeling, timing
+from gatekeeper.runtime.hf.modeling import MIN_SHARED_PREFIX, pick_device, resolve_dtype
+from gatekeeper.runtime.hf.rendering import (
+    encode_example,
+    load_adapter,
+    load_tokenizer,
+    render,
+)
+from gatekeeper.runtime.protocol import Capabilities
+from gatekeeper.runtime.requests import (
+    Choose,
+    CountTokens,
+    Divergence,
+    Generate,
+    LogLik,
+    LogLikResult,
+    Progress,
+    Side,
+)
 
-
-def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def render(tokenizer, messages: Messages) -> str:
-    return tokenizer.apply_chat_template(
-        [{"role": role, "content": content} for role, content in messages],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
-
-
-def encode_example(tokenizer, messages: Messages, answer: str) -> tuple[list[int], list[int]]:
-    """Prompt and answer ids exactly as training sees them.
-
-    The answer ends with the end-of-turn token so the model learns to stop.
-    """
-    prompt_ids = tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    return prompt_ids, answer_ids
+BOTH = frozenset({"base", "adapter"})
 
 
 class HFRuntime:
+    """The reference runtime: every request kind, base and adapter sides, and the merged side beside them."""
+
+    name = "hf"
+
     def __init__(
         self,
         base: ResolvedBase,
@@ -60,8 +58,6 @@ class HFRuntime:
         self.base, self.adapter_dir, self.adapter_sha256 = base, adapter_dir, adapter_sha256
         self.adapter_kind = adapter_kind
         self._swap = None  # the candidate's tensors when the adapter is a delta or full weights
-        from gatekeeper.runtime.hf.modeling import pick_device, resolve_dtype
-
         # resolved now: the cache keys and the verdict name the dtype that really ran
         self.device_name, self.dtype_name, self.batch_size = device, resolve_dtype(dtype, pick_device(device)), batch_size
         self.quantization = quantization
@@ -85,11 +81,17 @@ class HFRuntime:
         """The chat template, special and stop tokens this runtime serves with."""
         return serving_profile(self.tokenizer)
 
-    def identity(self, side: Side) -> dict:
-        import torch
-        import transformers
+    def capabilities(self) -> Capabilities:
+        merged_side = frozenset({"merged"}) if self.adapter_dir is not None else frozenset()
+        why = {} if merged_side else {k: "there is no adapter to merge" for k in ("divergence", "export")}
+        return Capabilities({
+            "generate": BOTH, "loglik": BOTH, "choose": BOTH, "tokens": BOTH,
+            "timing": BOTH | merged_side, "divergence": merged_side, "export": merged_side,
+        }, why)
 
-        from gatekeeper.runtime.hf.modeling import pick_device
+    def identity(self, side: Side) -> dict:
+        import torch  # deferred: building a runtime and its cache key must not pay for importing torch
+        import transformers
 
         identity = {
             "runtime": "hf-transformers",
@@ -114,12 +116,10 @@ class HFRuntime:
         return self._model
 
     def _load(self):
-        from gatekeeper.runtime.hf.modeling import load_base_model
-
         if self.adapter_kind != "lora" and self.quantization != "none":
             raise RuntimeLoadError(f"a {self.adapter_kind} adapter replaces full-precision weights; "
                                    f"it cannot be served over a {self.quantization} base")
-        model = load_base_model(self.base.path, dtype=self.dtype_name, quantization=self.quantization, device=self.device_name)
+        model = modeling.load_base_model(self.base.path, dtype=self.dtype_name, quantization=self.quantization, device=self.device_name)
         if self.adapter_dir is not None and self.adapter_kind != "lora":
             from gatekeeper.runtime.hf.delta import WeightSwap
 
@@ -128,10 +128,8 @@ class HFRuntime:
             model = load_adapter(model, self.adapter_dir)
         return model.eval()
 
-    def _sides(self, side: Side):
-        """Context manager that puts the model on the requested side."""
-        import contextlib
-
+    def on_side(self, side: Side):
+        """Context manager that puts the model on the requested side (base or adapter)."""
         model = self.model  # loading decides whether there is a weight swap
         if self._swap is not None and side in ("adapter", "base"):
             # the model holds the base's weights between calls; the candidate's only inside the block
@@ -149,7 +147,7 @@ class HFRuntime:
         tokenizer, model = self.tokenizer, self.model
         rows = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in requests]
         outputs: list[str] = [""] * len(requests)
-        with self._sides(side):
+        with self.on_side(side):
             for budget in sorted({r.max_new_tokens for r in requests}):  # one token budget per decoding run
                 chosen = [i for i, r in enumerate(requests) if r.max_new_tokens == budget]
                 new_tokens = greedy(model, [rows[i] for i in chosen], budget, {tokenizer.eos_token_id},
@@ -174,7 +172,7 @@ class HFRuntime:
             rows.append((context, answer))
         lengths = [sum(map(len, row)) for row in rows]
         results: dict[int, LogLikResult] = {}
-        with torch.inference_mode(), self._sides(side), FusedLora(model):
+        with torch.inference_mode(), self.on_side(side), FusedLora(model):
             for indices in similar_rows_chunks([context for context, _ in rows], lengths, self.batch_size):
                 chunk = [rows[i] for i in indices]
                 width = max(len(c) + len(a) for c, a in chunk)
@@ -203,7 +201,7 @@ class HFRuntime:
         tokenizer, model = self.tokenizer, self.model
         rows = [tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] for r in requests]
         results: list[list[float]] = [[] for _ in requests]
-        with self._sides(side), FusedLora(model):
+        with self.on_side(side), FusedLora(model):
             for options in dict.fromkeys(r.options for r in requests):  # each closed set, in first-seen order
                 encoded = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
                 same = [i for i, r in enumerate(requests) if r.options == options]
@@ -224,34 +222,39 @@ class HFRuntime:
             progress(len(requests))
         return counts
 
-    # -- the merged side and measurements (gatekeeper/merging.py, gatekeeper/timing.py) --
-    def merged_model(self, request):
+    # -- the merged side and measurements (merged.py, timing.py) ----------
+    def merged_model(self, request: Divergence):
         """The adapter merged into a copy of the base, built on first use: only a gate that asks pays for it."""
-        from gatekeeper.runtime.hf.merged import build_merged
-
         built = self.__dict__.setdefault("_merged", {})
         which = (request.variant, request.merged_from, request.merged_sha256)
         if which not in built:
-            built[which] = build_merged(self, request)
+            source = merged.MergeSource(self.base.path, self.adapter_dir, self.dtype_name, self.device_name,
+                                        self.quantization)
+            built[which] = merged.build_merged(self.model, source, request)
         return built[which]
 
-    def divergence(self, side: Side, requests: list, progress: Progress | None = None) -> list:
+    def divergence(self, side: Side, requests: list[Divergence], progress: Progress | None = None) -> list:
         """``Divergence`` requests, answered on the merged side against the unmerged adapter."""
-        from gatekeeper.runtime.hf.merged import divergence
-
-        return divergence(self, side, requests, progress)
+        if side != "merged":
+            raise ValueError(f"divergence is measured on the merged side, not {side!r}")
+        return merged.divergence(self.model, self.merged_model, self.tokenizer, requests, progress)
 
     def export_merged(self, side: Side, requests: list, progress: Progress | None = None) -> list:
         """``ExportMerged`` requests: the merged model written as safetensors, answered with file hashes."""
-        from gatekeeper.runtime.hf.merged import export
-
-        return export(self, side, requests, progress)
+        if side != "merged":
+            raise ValueError(f"only the merged side is exported, not {side!r}")
+        # Over a 4-bit base this is the merge into the de-quantised weights: full precision, loadable anywhere.
+        return merged.export(self.merged_model(Divergence(())), self.tokenizer, requests, progress)
 
     def timing(self, side: Side, requests: list, progress: Progress | None = None) -> list:
         """``Timing`` requests: measured now, on this runtime's device, never cached."""
-        from gatekeeper.runtime.hf.timing import measure
-
-        return measure(self, side, requests, progress)
+        if side == "merged":
+            # Over a 4-bit base the merge is served re-quantised, at the footprint the adapter was trained in.
+            variant = "requantized" if self.quantization == "nf4" else "merged"
+            model, placed = self.merged_model(Divergence((), variant=variant)), contextlib.nullcontext()
+        else:
+            model, placed = self.model, self.on_side(side)  # a merged model is built before any clock starts
+        return timing.measure(model, placed, self.tokenizer, requests, progress)
 
 
 def _common(a: list[int], b: list[int]) -> int:
@@ -265,8 +268,6 @@ def template_groups(contexts: list[list[int]]) -> list[int]:
     """A group number per row: rows whose contexts share a prefix at least ``MIN_SHARED_PREFIX``
     tokens longer than the one all rows share (one prompt template) get a number of their own;
     rows sharing no such prefix with another row all get -1."""
-    from gatekeeper.runtime.hf.modeling import MIN_SHARED_PREFIX
-
     everyone = min((_common(contexts[0], c) for c in contexts), default=0)
     heads: list[int] = []  # the first row of each group
     group = []
@@ -301,20 +302,3 @@ def similar_rows_chunks(contexts: list[list[int]], lengths: list[int], most: int
         chunk.append(i)
         tokens += lengths[i]
     return chunks + ([chunk] if chunk else [])
-
-
-def load_adapter(model, adapter_dir: Path):
-    """Wrap a base with a peft adapter from safetensors, refusing pickled weights."""
-    from peft import PeftModel
-
-    pickled = [p.name for p in adapter_dir.iterdir() if p.suffix in PICKLED_SUFFIXES]
-    if pickled:
-        raise RuntimeLoadError(f"adapter {adapter_dir} holds pickled weights ({', '.join(pickled)}); only safetensors are loaded")
-    if not (adapter_dir / "adapter_model.safetensors").is_file():
-        raise RuntimeLoadError(f"adapter {adapter_dir} has no adapter_model.safetensors")
-    try:
-        # the adapter's weights in the serving dtype, as a bf16 server holds them (peft would upcast them to float32)
-        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False, autocast_adapter_dtype=False)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeLoadError(f"adapter {adapter_dir} does not fit base: {first}") from None

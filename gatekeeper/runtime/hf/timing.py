@@ -15,14 +15,14 @@ the process holds, not just the one measured.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import resource
 import sys
 import time
 from pathlib import Path
 
-from gatekeeper.runtime.requests import Progress, Side, Timing, TimingResult
+from gatekeeper.runtime.hf.rendering import render
+from gatekeeper.runtime.requests import Progress, Timing, TimingResult
 
 
 class _FirstToken:
@@ -38,16 +38,6 @@ class _FirstToken:
 
     def end(self):
         pass
-
-
-def _model_for(runtime, side: Side):
-    if side == "merged":
-        from gatekeeper.runtime.requests import Divergence
-
-        # Over a 4-bit base the merge is served re-quantised, at the footprint the adapter was trained in.
-        variant = "requantized" if runtime.quantization == "nf4" else "merged"
-        return runtime.merged_model(Divergence((), variant=variant)), contextlib.nullcontext()
-    return runtime.model, runtime._sides(side)
 
 
 def _reset_peak(device) -> bool:
@@ -79,15 +69,12 @@ def _peak(device, was_reset: bool) -> tuple[float, str]:
     return peak / (2**20 if sys.platform == "darwin" else 1024), "process RSS since start"
 
 
-def measure(runtime, side: Side, requests: list[Timing], progress: Progress | None = None) -> list[TimingResult]:
+def measure(model, on_side, tokenizer, requests: list[Timing], progress: Progress | None = None) -> list[TimingResult]:
+    """Time ``model`` inside the context ``on_side`` (which puts it on the side measured)."""
     import torch
-
-    from gatekeeper.runtime.hf.runtime import render
 
     if not requests:
         return []
-    tokenizer = runtime.tokenizer
-    model, on_side = _model_for(runtime, side)  # a merged model is built here, before any clock starts
     device = model.device
     prompts = [tokenizer(render(tokenizer, r.messages), return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
                for r in requests]

@@ -22,8 +22,16 @@ What trains, and why:
 
 from __future__ import annotations
 
-from gatekeeper.errors import RecipeError
+from pathlib import Path
+
+import torch
+
+from gatekeeper.bundle.base import resolve_base
 from gatekeeper.bundle.recipe import GaloreSettings, TrainingSettings
+from gatekeeper.errors import RecipeError
+from gatekeeper.runtime.hf.delta import DELTA_FILE, write_delta
+from gatekeeper.training.methods.base import Saved, TrainingMethod
+from gatekeeper.training.methods.lora import load_for_training
 
 
 def _targeted(module_name: str, targets: str | list[str]) -> bool:
@@ -35,8 +43,6 @@ def _targeted(module_name: str, targets: str | list[str]) -> bool:
 
 def split_parameters(model, settings: GaloreSettings) -> tuple[dict, dict]:
     """(GaLore, plain AdamW) parameters by name; every other parameter is frozen."""
-    import torch
-
     head = model.get_output_embeddings()
     frozen = {id(model.get_input_embeddings().weight)} | ({id(head.weight)} if head is not None else set())
     linear = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
@@ -80,32 +86,36 @@ def build_optimizer(projected: dict, plain: dict, settings: GaloreSettings, trai
                        no_deprecation_warning=True)
 
 
-def optimizer_state_bytes(optimizer) -> int:
-    """Bytes held in the optimizer's tensors (moments and GaLore projections)."""
-    import torch
-
-    total = 0
-    for state in optimizer.state.values():
-        for value in state.values():
-            projection = getattr(value, "ortho_matrix", None)
-            parts = [value] if isinstance(value, torch.Tensor) else (
-                projection if isinstance(projection, list) else [projection])
-            total += sum(t.numel() * t.element_size() for t in parts if isinstance(t, torch.Tensor))
-    return total
-
-
-def check_settings(recipe, root) -> None:
+def preflight(recipe, root) -> None:
     """Apply the recipe's GaLore settings to a weightless copy of the base (meta device).
 
     A sweep calls this with its largest rank before training anything, so a rank
     the smallest matrix cannot take costs seconds instead of the ranks before it.
     """
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from gatekeeper.bundle.base import resolve_base
 
     config = AutoConfig.from_pretrained(resolve_base(recipe.base, relative_to=root).path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     split_parameters(model, recipe.galore)
+
+
+def build(recipe, base, precision: str = "float32"):
+    """The base itself, its targeted weights, norms and biases trainable, under GaLoreAdamW.
+
+    The weights that train are the base's own, so they load in float32 whatever ``precision``
+    computes in: the optimizer's updates are too small for bfloat16's 8-bit mantissa.
+    """
+    model = load_for_training(recipe, base, "float32")
+    projected, plain = split_parameters(model, recipe.galore)
+    model.train()
+    return model, projected | plain, build_optimizer(projected, plain, recipe.galore, recipe.training)
+
+
+def save(result, adapter_dir: Path) -> Saved:
+    """Only what changed, as trained - base; the base hash pins what it applies to."""
+    counts = write_delta(result.model, result.trained, result.base.path, result.base.sha256, adapter_dir)
+    return Saved(adapter_dir / DELTA_FILE, counts)
+
+
+GALORE = TrainingMethod("galore", "delta", build, save, preflight=preflight)

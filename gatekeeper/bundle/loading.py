@@ -1,0 +1,86 @@
+"""Reading a bundle: every file the manifest names is inside the bundle and has its recorded hash.
+
+``load_bundle`` checks everything before any model is touched, and loads the
+contract and golden sets the gates read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekeeper._util.documents import read_json, read_yaml
+from gatekeeper._util.files import pickled_files
+from gatekeeper._util.hashing import sha256_file
+from gatekeeper.bundle.goldens import Contract, GoldenItem, load_jsonl
+from gatekeeper.bundle.manifest import MANIFEST, Bundle, FileRef, read_manifest
+from gatekeeper.bundle.recipe import Recipe, parse_recipe
+from gatekeeper.errors import BundleError
+
+
+@dataclass
+class LoadedBundle:
+    root: Path
+    manifest: Bundle
+    manifest_sha256: str
+    contract: Contract
+    golden: dict[str, list[GoldenItem]]
+    recipe: Recipe | None = None
+    """The recipe the candidate was trained with, when the bundle carries one."""
+    training_record: dict | None = None
+    """The trainer's record (``training.json``), when the bundle carries one."""
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.root / self.manifest.adapter.path
+
+    def path(self, ref: FileRef) -> Path:
+        return self.root / ref.path
+
+
+def verify_files(root: Path, manifest: Bundle) -> None:
+    """Every file the manifest names exists inside the bundle and has its recorded hash."""
+    resolved_root = root.resolve()
+    adapter_dir = root / manifest.adapter.path
+    if adapter_dir.is_dir():
+        pickled = pickled_files(adapter_dir)
+        if pickled:
+            raise BundleError(f"{adapter_dir}: pickled weights ({', '.join(pickled)}) are never loaded; use safetensors")
+    for ref in manifest.file_refs():
+        path = (root / ref.path).resolve()
+        if not path.is_relative_to(resolved_root):
+            raise BundleError(f"{root}: {ref.path} points outside the bundle")
+        if not path.is_file():
+            raise BundleError(f"{root}: missing file {ref.path}")
+        found = sha256_file(path)
+        if found != ref.sha256:
+            raise BundleError(f"{root}: hash mismatch for {ref.path}: recorded {ref.sha256[:12]}…, found {found[:12]}…")
+
+
+def load_bundle(path: str | Path) -> LoadedBundle:
+    """Parse, validate and hash-check a bundle; load its contract and golden sets."""
+    root = Path(path)
+    manifest = read_manifest(root)  # a directory, or its bundle.yaml; any other file is named as not a bundle
+    if root.is_file():
+        root = root.parent
+    verify_files(root, manifest)
+    contract = Contract.load(root / manifest.task.contract.path)
+    golden: dict[str, list[GoldenItem]] = {}
+    for name, ref in sorted(manifest.golden_sets.items()):
+        items = load_jsonl(root / ref.path)
+        if name in ("eval", "train", "validation"):
+            contract.check_items(items, root / ref.path)
+        golden[name] = items
+    if "eval" not in golden:
+        raise BundleError(f"{root}: golden_sets has no 'eval' split")
+    # Parsed now, not when the report is built: a broken file is refused before any model loads.
+    recipe = training = None
+    if manifest.recipe is not None:
+        source = root / manifest.recipe.path
+        recipe = parse_recipe(read_yaml(source, BundleError, "bundled recipe"), source, BundleError)
+    if manifest.training is not None:
+        source = root / manifest.training.path
+        training = read_json(source, BundleError, "training record")
+        if not isinstance(training, dict):
+            raise BundleError(f"{source}: training record is not a JSON object")
+    return LoadedBundle(root, manifest, sha256_file(root / MANIFEST), contract, golden, recipe, training)
