@@ -53,7 +53,7 @@ def tutorial_way(prepared, requests, dtype: str) -> tuple[dict[str, list[str]], 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from gatekeeper.runtime.hf.rendering import load_tokenizer, render
+    from gatekeeper.runtime.prompts import load_tokenizer, render
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(prepared.base.path)
@@ -80,8 +80,8 @@ def stock_batched_way(prepared, requests, dtype: str, batch_size: int = 16) -> t
 
     import torch
 
-    from gatekeeper.runtime.hf.modeling import load_base_model
-    from gatekeeper.runtime.hf.rendering import load_adapter, load_tokenizer, render
+    from gatekeeper.runtime.hf.modeling import load_adapter, load_base_model
+    from gatekeeper.runtime.prompts import load_tokenizer, render
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(prepared.base.path)
@@ -153,7 +153,7 @@ def parting_margin(prepared, side: str, request, one: str, other: str) -> str:
     """
     import torch
 
-    from gatekeeper.runtime.hf.rendering import render
+    from gatekeeper.runtime.prompts import render
 
     runtime = prepared.runtime
     tokenizer = runtime.tokenizer

@@ -119,7 +119,7 @@ def run_stock(args) -> dict:
     from gatekeeper.bundle.goldens import Contract
     from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.runtime.hf.modeling import load_base_model
-    from gatekeeper.runtime.hf.rendering import load_tokenizer
+    from gatekeeper.runtime.prompts import load_tokenizer
     from gatekeeper.training.data import encode, load_training_split
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,12 @@ from gatekeeper.release.replay import DEFAULT_ITEMS, write_record
 from gatekeeper.report.render import write_reports
 from gatekeeper.runtime.cache import CachedRuntime, ResponseCache
 from gatekeeper.runtime.protocol import Runtime
-from gatekeeper.runtime.select import adapter_sha256, bundle_base, open_runtime
+from gatekeeper.runtime.select import (
+    adapter_sha256,
+    bundle_base,
+    open_runtime,
+    with_overrides,
+)
 from gatekeeper.verdict.files import default_report_dir
 from gatekeeper.verdict.model import BundleSummary, Verdict, exit_code_for
 
@@ -62,15 +67,19 @@ def check_tokenizer(bundle: LoadedBundle, base: ResolvedBase) -> None:
             raise BundleError(f"{what} of base {bundle.manifest.base.ref!r} differs from the one the adapter was trained with")
 
 
-def prepare(path: str | Path, *, device: str | None = None, allow_unsigned: bool = False) -> Prepared:
-    """Everything short of loading weights: hashes, signature, gates and their requests, base identity, tokenizer."""
+def prepare(path: str | Path, *, device: str | None = None, allow_unsigned: bool = False,
+            serving: dict | None = None) -> Prepared:
+    """Everything short of loading weights: hashes, signature, gates and their requests, base identity,
+    tokenizer, and a serving engine reached. ``serving`` overrides the bundle's serving section
+    (``runtime``, ``openai.base_url``, ...; None values are ignored)."""
     bundle, signature = load_verified(path, allow_unsigned=allow_unsigned)
     gates = build_gates(bundle.manifest)
     if not gates:
         raise BundleError(f"{bundle.root / MANIFEST}: 'gates' is empty; a check with nothing to check cannot pass")
+    settings = with_overrides(bundle.manifest.serving, serving or {})
     base = bundle_base(bundle)
     check_tokenizer(bundle, base)
-    runtime = open_runtime(bundle, base, device=device)
+    runtime = open_runtime(bundle, base, device=device, serving=settings)
     plan = plan_gates(context_for(bundle, runtime), gates, runtime.capabilities())
     return Prepared(bundle, gates, base, runtime, signature, plan)
 
@@ -88,8 +97,9 @@ def environment(identity: dict) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
-        "device": identity["device"],
-        "dtype": identity["dtype"],
+        "runtime": identity["runtime"],
+        # a serving engine's device and dtype are its own: the verdict names the endpoint and version instead
+        **{k: identity[k] for k in ("device", "dtype", "endpoint", "server_version", "vllm") if k in identity},
     }
 
 

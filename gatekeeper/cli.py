@@ -60,10 +60,12 @@ def cmd_check(args) -> int:
     from gatekeeper.check import prepare, run_check
 
     console = _console()
-    prepared = prepare(args.bundle, device=args.device, allow_unsigned=args.allow_unsigned)
+    serving = {"runtime": args.runtime, "openai.base_url": args.base_url, "openai.base_model": args.base_model,
+               "openai.adapter_model": args.adapter_model, "openai.api_key_env": args.api_key_env}
+    prepared = prepare(args.bundle, device=args.device, allow_unsigned=args.allow_unsigned, serving=serving)
     manifest = prepared.bundle.manifest
     console.print(f"checking [bold]{manifest.name} v{manifest.version}[/] on base {manifest.base.ref} "
-                  f"({len(prepared.gates)} gates)")
+                  f"({len(prepared.gates)} gates, {prepared.runtime.name} runtime)")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False, disable=args.quiet) as progress:
         def phase(label: str, total: int):
@@ -226,6 +228,39 @@ def cmd_train(args) -> int:
     return ExitCode.PASSED
 
 
+def cmd_init(args) -> int:
+    from gatekeeper.bundle.adopt import adopt_adapter
+    from gatekeeper.bundle.manifest import PromptTemplate
+
+    golden = {"eval": args.eval} | {n: p for n, p in (("train", args.train), ("validation", args.validation)) if p}
+    for item in args.set or []:
+        set_name, sep, path = item.partition("=")
+        if not sep or not set_name or not path:
+            raise GatekeeperError(f"--set expects NAME=PATH, got {item!r}")
+        if set_name in golden or set_name in ("eval", "train", "validation"):
+            raise GatekeeperError(f"--set {set_name}: given twice (eval, train and validation have their own options)")
+        golden[set_name] = path
+    adopted = adopt_adapter(args.adapter, base=args.base, golden=golden, contract=args.contract, name=args.name,
+                            prompt=PromptTemplate(system=args.system, user=args.user), out=args.out)
+    manifest = adopted.manifest
+    console = _console()
+    console.print(f"[bold]{manifest.name} v{manifest.version}[/]: {manifest.adapter.method} adapter on "
+                  f"{adopted.layers} layers, base {manifest.base.ref}, golden sets {', '.join(manifest.golden_sets)}")
+    console.print(f"gates: {', '.join(g.name for g in manifest.gates)}; edit them in {adopted.path / 'bundle.yaml'}, "
+                  f"then sign it again with `gatekeeper sign {adopted.path}`")
+    print(adopted.path)
+    return ExitCode.PASSED
+
+
+def cmd_sign(args) -> int:
+    from gatekeeper.bundle.loading import load_bundle
+    from gatekeeper.bundle.signing import sign_bundle
+
+    bundle = load_bundle(args.bundle)  # a manifest is signed only while every file it names has its hash
+    print(f"{bundle.root}: signed with key {sign_bundle(bundle.root)}")
+    return ExitCode.PASSED
+
+
 def cmd_sweep(args) -> int:
     from rich.table import Table
 
@@ -304,9 +339,7 @@ def cmd_history(args) -> int:
 
     from gatekeeper.release.store import VersionStore, VersionStoreError
 
-    if not Path(args.store).is_file():
-        raise VersionStoreError(f"no version store at {args.store}")
-    with VersionStore(Path(args.store)) as store:
+    with VersionStore(Path(args.store), create=False) as store:
         versions = store.versions(args.name)
         if not versions:
             raise VersionStoreError(f"no versions of {args.name!r} in {args.store}")
@@ -354,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-cache", action="store_true", help="ignore cached responses and run the model")
     check.add_argument("--allow-unsigned", action="store_true", help="accept a bundle that carries no signature")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    engine = check.add_argument_group("serving engine", "override the bundle's serving section")
+    engine.add_argument("--runtime", choices=["hf", "openai", "vllm"],
+                        help="hf: in-process transformers (the reference); openai: a running OpenAI-compatible "
+                             "server; vllm: vLLM in-process (GPU)")
+    engine.add_argument("--base-url", help="openai: the server's URL up to /v1, e.g. http://127.0.0.1:8000/v1")
+    engine.add_argument("--base-model", help="openai: the served model name of the base")
+    engine.add_argument("--adapter-model", help="openai: the served model name of the adapter")
+    engine.add_argument("--api-key-env", help="openai: the environment variable that holds the API key")
     check.set_defaults(func=cmd_check)
 
     diff = sub.add_parser("diff", help="compare two candidates: gates, metrics and the items whose outcome flipped")
@@ -371,6 +412,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in <dir>/.work")
     train.add_argument("-q", "--quiet", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    init = sub.add_parser("init", help="take in a peft LoRA adapter trained elsewhere as a signed bundle")
+    init.add_argument("adapter", help="peft adapter directory (adapter_config.json, adapter_model.safetensors)")
+    init.add_argument("--base", required=True, help="the base it was trained on: a built-in alias or a local model directory")
+    init.add_argument("--eval", required=True, help="evaluation golden set (JSONL)")
+    init.add_argument("--contract", required=True, help="JSON Schema every answer must keep")
+    init.add_argument("--train", help="training data (JSONL): enables the contamination and dataset_audit gates")
+    init.add_argument("--validation", help="validation golden set (JSONL)")
+    init.add_argument("--set", action="append", metavar="NAME=PATH",
+                      help="another golden set, e.g. regression=..., control=..., safety_refuse=..., safety_benign=...")
+    init.add_argument("--system", help="system message of the task prompt")
+    init.add_argument("--user", default="{input}", help="user message template; {input} is the item's input")
+    init.add_argument("--name", required=True, help="the adapter's name in reports and the version store")
+    init.add_argument("--out", help="bundle directory to create (default: adapters/<name>/v<N>, the next free N)")
+    init.set_defaults(func=cmd_init)
+
+    sign = sub.add_parser("sign", help="sign a bundle again after editing bundle.yaml (every file hash must match)")
+    sign.add_argument("bundle")
+    sign.set_defaults(func=cmd_sign)
 
     sweep = sub.add_parser("sweep", help="train and check one candidate per rank; table and plot of the results")
     sweep.add_argument("recipe", help="recipe.yaml")

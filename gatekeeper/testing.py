@@ -11,6 +11,7 @@ from typing import Callable
 
 from gatekeeper.runtime.protocol import ANSWERED_BY, Capabilities
 from gatekeeper.runtime.requests import (
+    REFERENCE_SIDES,
     DivergenceResult,
     LogLikResult,
     Side,
@@ -34,8 +35,10 @@ class FakeRuntime:
         self.calls: list[tuple[Side, int]] = []
 
     def capabilities(self) -> Capabilities:
-        """Every kind on every side, unless ``unanswered`` (kind -> reason) says otherwise."""
-        return Capabilities({kind: ALL_SIDES for kind in ANSWERED_BY if kind not in self.unanswered},
+        """Every kind on base, adapter and merged, and on the reference sides ``answers`` names, unless
+        ``unanswered`` (kind -> reason) says otherwise."""
+        sides = ALL_SIDES | (set(self.answers) & set(REFERENCE_SIDES))
+        return Capabilities({kind: frozenset(sides) for kind in ANSWERED_BY if kind not in self.unanswered},
                             dict(self.unanswered))
 
     def identity(self, side: Side) -> dict:

@@ -293,3 +293,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def demo_candidate(tmp_path_factory):
+    """The demo recipe trained once on the embedded base, shared by the end-to-end and serving tests
+    (training it is the slowest step of the suite: minutes on a CPU)."""
+    import yaml
+
+    from gatekeeper.cli import main
+
+    recipe_path = Path(__file__).resolve().parent.parent / "adapters" / "support-ticket-json" / "recipe.yaml"
+    pytest.importorskip("gguf")
+    workdir = tmp_path_factory.mktemp("e2e")
+    recipe = yaml.safe_load(recipe_path.read_text())
+    for key in ("train", "validation", "eval", "contract"):
+        recipe["data"][key] = str((recipe_path.parent / recipe["data"][key]).resolve())
+    recipe["data"]["extra"] = {}
+    rehearsal = recipe["data"]["rehearsal"]
+    rehearsal["prompts"] = str((recipe_path.parent / rehearsal["prompts"]).resolve())
+    # The demo runs every gate (minutes more on a CPU); this test pins the task path.
+    recipe["gates"] = [g for g in recipe["gates"] if g["name"] in ("json_parse", "task_accuracy", "template_drift")]
+    recipe["output_dir"] = str(workdir / "candidates")
+    (workdir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    assert main(["train", str(workdir / "recipe.yaml"), "-q"]) == 0
+    return workdir / "candidates" / "v1", workdir

@@ -89,7 +89,7 @@ def test_resume_without_a_checkpoint_is_one_line_and_exit_2(tmp_path, tiny_base,
 
 
 def test_ctrl_c_while_writing_leaves_no_version(tmp_path, tiny_base, tiny_task, monkeypatch):
-    import gatekeeper.training.versions
+    import gatekeeper.bundle.assembly  # where write_candidate's bundle is signed and published
 
     recipe, root = load_recipe(write_recipe(tmp_path / "r", tiny_base, tiny_task, training={"max_steps": 1}))
     result = train(recipe, root)
@@ -98,7 +98,7 @@ def test_ctrl_c_while_writing_leaves_no_version(tmp_path, tiny_base, tiny_task, 
         assert (staging / "adapter" / "adapter_model.safetensors").is_file()  # stopped half-way through
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gatekeeper.training.versions, "sign_bundle", interrupted)
+    monkeypatch.setattr(gatekeeper.bundle.assembly, "sign_bundle", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_candidate(result, recipe, root)
     assert existing_versions(root) == [] and not [p for p in root.iterdir() if p.name.startswith(".v")]
@@ -143,7 +143,7 @@ def test_kill_during_the_version_write_leaves_no_version(sig, tmp_path, tiny_bas
     path = write_recipe(tmp_path / "r", tiny_base, tiny_task, training={"max_steps": 1})
     code = (
         "import os, sys\n"
-        "import gatekeeper.training.versions as c\n"
+        "import gatekeeper.bundle.assembly as c\n"  # signs and publishes every bundle writer's staging dir
         "from gatekeeper.cli import main\n"
         f"c.sign_bundle = lambda staging: os.kill(os.getpid(), {int(sig)})\n"
         f"sys.exit(main(['train', {str(path)!r}, '-q']))\n"

@@ -11,7 +11,7 @@ import pytest
 
 from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.runtime.hf.decoding import common_prefix_length, greedy
-from gatekeeper.runtime.hf.rendering import render
+from gatekeeper.runtime.prompts import render
 
 TEMPLATE = 'Classify this ticket as JSON with "priority" and "reason".\nTicket:\n{}'
 TICKETS = ["the outage in area 3", "typo", "slow dashboards for every customer in the EU region", "broken", "x" * 40, "ok"]
@@ -27,7 +27,7 @@ def model_and_rows(tiny_base):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from gatekeeper.runtime.hf.rendering import load_tokenizer
+    from gatekeeper.runtime.prompts import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_base)
     config = AutoConfig.from_pretrained(tiny_base)

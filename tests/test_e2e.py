@@ -9,32 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gatekeeper.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "adapters" / "support-ticket-json" / "recipe.yaml"
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def demo_candidate(tmp_path_factory):
-    pytest.importorskip("gguf")
-    workdir = tmp_path_factory.mktemp("e2e")
-    recipe = yaml.safe_load(RECIPE.read_text())
-    for key in ("train", "validation", "eval", "contract"):
-        recipe["data"][key] = str((RECIPE.parent / recipe["data"][key]).resolve())
-    recipe["data"]["extra"] = {}
-    rehearsal = recipe["data"]["rehearsal"]
-    rehearsal["prompts"] = str((RECIPE.parent / rehearsal["prompts"]).resolve())
-    # The demo runs every gate (minutes more on a CPU); this test pins the task path.
-    recipe["gates"] = [g for g in recipe["gates"] if g["name"] in ("json_parse", "task_accuracy", "template_drift")]
-    recipe["output_dir"] = str(workdir / "candidates")
-    (workdir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    assert main(["train", str(workdir / "recipe.yaml"), "-q"]) == 0
-    return workdir / "candidates" / "v1", workdir
 
 
 def test_demo_candidate_passes_json_parse_and_task_accuracy(demo_candidate):

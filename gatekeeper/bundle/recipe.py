@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import pydantic
 from pydantic import Field, model_validator
 
-from gatekeeper._util.documents import Document, read_yaml, validation_problem
+from gatekeeper._util.documents import Document, read_yaml, validated
 from gatekeeper.bundle.base import DEFAULT_BASE
 from gatekeeper.bundle.manifest import (
     Decoding,
@@ -25,6 +24,8 @@ from gatekeeper.bundle.manifest import (
 from gatekeeper.errors import GatekeeperError, RecipeError
 
 RECIPE_SCHEMA_VERSION = 1
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+"""A candidate's name: it names the directory its versions go in, so a path segment and nothing else."""
 
 
 
@@ -128,7 +129,7 @@ def default_gates() -> list[GateSpec]:
 
 class Recipe(Document):
     schema_version: Literal[1] = RECIPE_SCHEMA_VERSION
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     """Candidates are written to ``<output_dir>/v<N>``."""
     base: str = DEFAULT_BASE
     method: MethodName = "lora"
@@ -183,9 +184,4 @@ def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
 
 def parse_recipe(data, source: Path, error: type[GatekeeperError] = RecipeError) -> Recipe:
     """A recipe document already read, validated; ``error`` names ``source`` (a bundle's copy raises BundleError)."""
-    if not isinstance(data, dict):
-        raise error(f"{source}: expected a mapping of fields")
-    try:
-        return Recipe.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise error(f"{source}: {validation_problem(exc)}") from None
+    return validated(Recipe, data, source, error)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import pydantic
 
-from gatekeeper._util.text import first_line
+from gatekeeper._util.text import first_line, quote
 from gatekeeper.errors import BundleError, GateParameterError, UnknownGateError
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class GateInfo:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"])
             raise GateParameterError(
-                f"gate {self.name!r}, parameter {where!r}: {problem['msg']} (got {problem.get('input')!r})"
+                f"gate {self.name!r}, parameter {where!r}: {problem['msg']} (got {quote(problem.get('input'))})"
             ) from None
         try:
             return self.cls(**{name: getattr(checked, name) for name in self.parameters})

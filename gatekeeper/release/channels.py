@@ -49,9 +49,11 @@ def registered_replay(bundle: LoadedBundle) -> Path | None:
 def promote(path: Path, channel: str) -> str:
     bundle, signature = _verified(path)
     name, version = bundle.manifest.name, bundle.manifest.version
-    with VersionStore(store_for(bundle.root)) as store:
-        store.register(name, version, bundle.root.resolve(), bundle.manifest_sha256, signature)
-        if channel == "production":
+    location = store_for(bundle.root)
+    if channel == "production" and not location.is_file():  # refused before anything is created
+        raise VersionStoreError(f"{name} v{version} has no verdict: run `gatekeeper check {path}` first")
+    with VersionStore(location) as store:
+        if channel == "production":  # every refusal before the first write: a refused promote changes nothing
             verdict = store.latest_verdict(name, version)
             if verdict is None:
                 raise VersionStoreError(f"{name} v{version} has no verdict: run `gatekeeper check {path}` first")
@@ -59,18 +61,18 @@ def promote(path: Path, channel: str) -> str:
                 raise VersionStoreError(f"{name} v{version}: its latest verdict was for a different bundle.yaml; check it again")
             if not verdict["passed"]:
                 raise VersionStoreError(f"{name} v{version}: latest verdict failed (exit code {verdict['exit_code']}); refusing to promote")
+            store.register(name, version, bundle.root.resolve(), bundle.manifest_sha256, signature)
             previous = store.set_production(name, version, "promote")
             was = f" (v{previous} archived)" if previous and previous != version else ""
             return f"{name} v{version} is now production{was}"
+        store.register(name, version, bundle.root.resolve(), bundle.manifest_sha256, signature)
         store.set_channel(name, version, channel)
         return f"{name} v{version} is now {channel}"
 
 
 def rollback(name: str, version: int, store_path: Path, *, replay: bool = True, device: str | None = None) -> str:
     """Restore an earlier production version, after the restore drill proves it is the version that was checked."""
-    if not store_path.is_file():
-        raise VersionStoreError(f"no version store at {store_path}")
-    with VersionStore(store_path) as store:
+    with VersionStore(store_path, create=False) as store:
         row = store.version(name, version)
         if not any(e["version"] == version and e["channel_to"] == "production" for e in store.events(name)):
             raise VersionStoreError(f"{name} v{version} was never in production; rollback restores an earlier production version")

@@ -103,13 +103,23 @@ class VersionRow:
 
 
 class VersionStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, create: bool = True):
+        """Open the store at ``path``; with ``create`` False a missing store is an error, not a new file."""
+        path = Path(path)
+        if not create and not path.is_file():
+            raise VersionStoreError(f"no version store at {path}")
+        if path.exists() and not path.is_file():
+            raise VersionStoreError(f"{path}: a directory, not a version store")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:  # a file that is not SQLite, or one of another schema
+            self.db.close()
+            raise VersionStoreError(f"{path}: not a gatekeeper version store ({exc})") from None
 
     def close(self) -> None:
         self.db.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from gatekeeper.runtime.requests import (
+    REFERENCE_SIDES,
     Choose,
     CountTokens,
     Divergence,
@@ -50,6 +51,9 @@ class Capabilities:
         """Why ``kind`` on ``side`` is not answered (empty when it is)."""
         if self.answers(kind, side):
             return ""
+        if side in REFERENCE_SIDES:
+            return ("the check runs on the hf reference runtime itself, so there is no serving engine to compare "
+                    "with it (check with --runtime openai or vllm)")
         if kind in self.why_not:
             return self.why_not[kind]
         if kind in self.sides:

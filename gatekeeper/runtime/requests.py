@@ -16,7 +16,9 @@ from typing import Callable, Literal, Union
 from gatekeeper._util.hashing import sha256_json
 from gatekeeper.bundle.manifest import Messages, messages_for  # noqa: F401  (request authors build messages with it)
 
-Side = Literal["base", "adapter", "merged"]
+Side = Literal["base", "adapter", "merged", "reference_base", "reference_adapter"]
+"""``reference_*``: base and adapter on the ``hf`` reference runtime, beside a serving engine under check."""
+REFERENCE_SIDES: dict[str, str] = {"reference_base": "base", "reference_adapter": "adapter"}
 RequestKind = Literal["generate", "loglik", "choose", "tokens", "divergence", "timing", "export"]
 Progress = Callable[[int], None]  # called with how many requests just finished
 

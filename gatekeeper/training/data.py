@@ -34,7 +34,7 @@ def load_training_split(path: Path, contract: Contract) -> list[GoldenItem]:
 
 
 def encode(items: list[GoldenItem], tokenizer, prompt: PromptTemplate) -> list[Encoded]:
-    from gatekeeper.runtime.hf.rendering import encode_example
+    from gatekeeper.runtime.prompts import encode_example
 
     return [Encoded(item.id, *encode_example(tokenizer, prompt.messages(item.input), answer_text(item.expected)))
             for item in items]

@@ -91,7 +91,7 @@ def train(
         resolve_dtype,
         target_logprobs,
     )
-    from gatekeeper.runtime.hf.rendering import load_tokenizer
+    from gatekeeper.runtime.prompts import load_tokenizer
     from gatekeeper.training import checkpoint
     from gatekeeper.training.methods import get_method, optimizer_state_bytes
 

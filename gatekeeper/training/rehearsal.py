@@ -27,7 +27,7 @@ def base_answers(model, tokenizer, path: Path, count: int, max_new_tokens: int, 
     """
     from gatekeeper.bundle.manifest import messages_for
     from gatekeeper.runtime.hf.decoding import greedy
-    from gatekeeper.runtime.hf.rendering import render
+    from gatekeeper.runtime.prompts import render
 
     items = load_jsonl(path)
     if count < len(items):  # a sample across the whole pool, not its first families

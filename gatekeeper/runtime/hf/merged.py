@@ -21,8 +21,8 @@ from typing import Callable, NamedTuple
 from gatekeeper._util.hashing import sha256_file
 from gatekeeper.bundle.base import directory_weights_sha256
 from gatekeeper.errors import RuntimeLoadError
-from gatekeeper.runtime.hf.modeling import load_base_model
-from gatekeeper.runtime.hf.rendering import load_adapter, render
+from gatekeeper.runtime.hf.modeling import load_adapter, load_base_model
+from gatekeeper.runtime.prompts import render
 from gatekeeper.runtime.requests import (
     Divergence,
     DivergenceResult,

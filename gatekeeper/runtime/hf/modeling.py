@@ -9,6 +9,7 @@ floats per token for SmolLM2), which dominates memory on long prompts.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub
 
@@ -18,7 +19,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from gatekeeper._util.text import first_line
+from gatekeeper._util.files import pickled_files
+from gatekeeper._util.text import first_line, shorten
 from gatekeeper.errors import MissingDependency, RuntimeLoadError
 
 # Keep the console to gatekeeper's own progress: bitsandbytes reports an optional
@@ -98,9 +100,24 @@ def token_logprobs(head, hidden, wanted):
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """The device to run on; a name torch does not know, or one this machine lacks, is the user's mistake."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise RuntimeLoadError(f"device {shorten(requested)!r} is not a device torch knows (cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RuntimeLoadError(f"device {requested!r}: this machine has no CUDA GPU (use cpu or auto)")
+        if device.index is not None and device.index >= count:
+            raise RuntimeLoadError(f"device {requested!r}: this machine has {count} CUDA GPU(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeLoadError(f"device {requested!r}: MPS is not available here")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise RuntimeLoadError(f"device {requested!r}: gatekeeper runs on cpu, cuda or mps")
+    return device
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -185,3 +202,19 @@ def keep_4bit_layers_differentiable(model) -> int:
             module.support_avx512bf16_for_cpu = False
             count += 1
     return count
+
+
+def load_adapter(model, adapter_dir: Path):
+    """Wrap a base with a peft adapter from safetensors, refusing pickled weights."""
+    from peft import PeftModel
+
+    pickled = pickled_files(adapter_dir)
+    if pickled:
+        raise RuntimeLoadError(f"adapter {adapter_dir} holds pickled weights ({', '.join(pickled)}); only safetensors are loaded")
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise RuntimeLoadError(f"adapter {adapter_dir} has no adapter_model.safetensors")
+    try:
+        # the adapter's weights in the serving dtype, as a bf16 server holds them (peft would upcast them to float32)
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=False, autocast_adapter_dtype=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise RuntimeLoadError(f"adapter {adapter_dir} does not fit base: {first_line(exc)}") from None

@@ -16,10 +16,15 @@ from pathlib import Path
 from gatekeeper.bundle.base import ResolvedBase, serving_profile, tokenizer_fingerprint
 from gatekeeper.errors import RuntimeLoadError
 from gatekeeper.runtime.hf import merged, modeling, timing
-from gatekeeper.runtime.hf.modeling import MIN_SHARED_PREFIX, pick_device, resolve_dtype
-from gatekeeper.runtime.hf.rendering import (
-    encode_example,
+from gatekeeper.runtime.hf.modeling import (
+    MIN_SHARED_PREFIX,
     load_adapter,
+    pick_device,
+    resolve_dtype,
+)
+from gatekeeper.runtime.prompts import (
+    context_ids,
+    example_lengths,
     load_tokenizer,
     render,
 )
@@ -84,6 +89,8 @@ class HFRuntime:
     def capabilities(self) -> Capabilities:
         merged_side = frozenset({"merged"}) if self.adapter_dir is not None else frozenset()
         why = {} if merged_side else {k: "there is no adapter to merge" for k in ("divergence", "export")}
+        # The reference_* sides exist only beside a serving engine (runtime.reference): here the
+        # check runs on the reference itself, and a gate comparing the two says so when it is skipped.
         return Capabilities({
             "generate": BOTH, "loglik": BOTH, "choose": BOTH, "tokens": BOTH,
             "timing": BOTH | merged_side, "divergence": merged_side, "export": merged_side,
@@ -164,12 +171,8 @@ class HFRuntime:
         from gatekeeper.runtime.hf.modeling import target_logprobs
 
         tokenizer, model = self.tokenizer, self.model
-        start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        rows = []
-        for r in requests:
-            context = tokenizer(render(tokenizer, r.messages), add_special_tokens=False)["input_ids"] if r.messages else [start_id]
-            answer = tokenizer(r.continuation, add_special_tokens=False)["input_ids"]
-            rows.append((context, answer))
+        rows = [(context_ids(tokenizer, r.messages), tokenizer(r.continuation, add_special_tokens=False)["input_ids"])
+                for r in requests]
         lengths = [sum(map(len, row)) for row in rows]
         results: dict[int, LogLikResult] = {}
         with torch.inference_mode(), self.on_side(side), FusedLora(model):
@@ -217,7 +220,7 @@ class HFRuntime:
 
     def count_tokens(self, side: Side, requests: list[CountTokens], progress: Progress | None = None) -> list[int]:
         """Example lengths in tokens, for any side: it takes the tokenizer, never the weights."""
-        counts = [sum(map(len, encode_example(self.tokenizer, r.messages, r.answer))) for r in requests]
+        counts = example_lengths(self.tokenizer, requests)
         if progress:
             progress(len(requests))
         return counts

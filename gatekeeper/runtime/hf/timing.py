@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from gatekeeper.runtime.hf.rendering import render
+from gatekeeper.runtime.prompts import render
 from gatekeeper.runtime.requests import Progress, Timing, TimingResult
 
 
