@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from gatekeeper._util.text import first_line, shorten
-from gatekeeper.errors import ExitCode, GatekeeperError
+from gatekeeper.errors import ExitCode, GatekeeperError, GatekeeperWarning
 
 
 def _console():
@@ -469,9 +469,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SHOW_WARNING = warnings.showwarning
+
+
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings a user should read (a broken gate package) as one line, not a source location."""
-    print(f"gatekeeper: warning: {shorten(str(message), 400)}", file=sys.stderr)
+    """gatekeeper's own warnings (a broken gate package, an adapter trained on another base) as one
+    line, not a source location; a library's warnings as Python shows them."""
+    if issubclass(category, GatekeeperWarning):
+        print(f"gatekeeper: warning: {shorten(str(message), 400)}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 def main(argv: list[str] | None = None) -> int:

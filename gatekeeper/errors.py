@@ -72,6 +72,10 @@ class MissingDependency(GatekeeperError):
         super().__init__(f"{purpose} needs the package {package!r}: {self.pip_command}")
 
 
+class GatekeeperWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as one line."""
+
+
 class GateCrashed(Exception):
     """A gate raised instead of returning a result; keeps which gate."""
 

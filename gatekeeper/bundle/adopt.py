@@ -61,7 +61,7 @@ from gatekeeper.bundle.peft_adapter import (
     tensor_shapes,
 )
 from gatekeeper.bundle.recipe import NAME_PATTERN
-from gatekeeper.errors import BundleError, RuntimeLoadError
+from gatekeeper.errors import BundleError, GatekeeperWarning, RuntimeLoadError
 
 SOURCE_FILE = "adapter_source.json"
 SPLITS = ("eval", "train", "validation")  # the sets whose answers must keep the contract, as load_bundle checks
@@ -127,7 +127,7 @@ def adopt_adapter(
     tokenizer, fingerprint = _base_tokenizer(resolved.path)
     source = _provenance(adapter_dir, config, base, resolved, layers, fingerprint)
     for note in source["warnings"]:  # every check passed: what remains is worth knowing, not refusing
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(note, GatekeeperWarning, stacklevel=2)
     # -- nothing was written before this line --
     directory = target.parent if target is not None else Path("adapters") / name
     with staged_dir(directory, f".{target.name if target else 'v'}-staging-") as staging:

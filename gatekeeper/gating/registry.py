@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import pydantic
 
 from gatekeeper._util.text import first_line, quote
-from gatekeeper.errors import BundleError, GateParameterError, UnknownGateError
+from gatekeeper.errors import (
+    BundleError,
+    GatekeeperWarning,
+    GateParameterError,
+    UnknownGateError,
+)
 
 if TYPE_CHECKING:
     from gatekeeper.bundle.manifest import Bundle
@@ -114,7 +119,7 @@ def gate(name: str, *, description: str | None = None):
     return register
 
 
-class BrokenGateWarning(UserWarning):
+class BrokenGateWarning(GatekeeperWarning):
     """An installed gate package whose entry point failed to import: it is skipped, the rest still work."""
 
 
