@@ -55,7 +55,7 @@ test: install browser vllm-env
 	GATEKEEPER_VLLM_VENV=$(VLLM_VENV) $(BIN)/python -m pytest -q -ra
 
 test-fast: install browser
-	$(BIN)/python -m pytest -q -ra -m "not e2e"
+	$(BIN)/python -m pytest -q -ra -m "not e2e and not serving"
 
 # Contamination first: it needs no trained candidate, gate_run.py does.
 bench: install
