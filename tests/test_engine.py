@@ -114,3 +114,20 @@ def test_gates_record_every_items_adapter_outcome_in_set_order():
     assert list(parse.outcomes) == [i["id"] for i in ITEMS]
     assert parse.outcomes == expected and accuracy.outcomes == expected
 
+
+
+def test_any_gatekeeper_error_a_gate_raises_while_planning_is_one_bundle_error_naming_the_gate():
+    import pytest
+
+    from gatekeeper.errors import BundleError, GoldenSetError
+    from gatekeeper.gating.context import GateContext
+    from gatekeeper.gating.engine import plan_gates
+
+    class NeedsAFile:
+        name, sides = "needs_a_file", ("adapter",)
+
+        def requests(self, ctx):
+            raise GoldenSetError("extra.jsonl", 3, "not valid JSON")  # an error class with its own arguments
+
+    with pytest.raises(BundleError, match=r"gate 'needs_a_file': extra.jsonl:3: not valid JSON"):
+        plan_gates(GateContext(make_bundle(ITEMS)), [(NeedsAFile(), True)], FakeRuntime({}).capabilities())

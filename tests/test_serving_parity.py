@@ -44,3 +44,17 @@ def test_on_the_reference_runtime_itself_it_is_skipped_with_the_reason():
     result, runtime = _parity(base=chatty, adapter=perfect)
     assert result.status == "skipped" and "reference runtime itself" in result.skip_reason
     assert runtime.calls == []
+
+
+def test_the_reference_sides_are_answered_by_the_reference_under_its_own_identity():
+    from gatekeeper.runtime.reference import WithReference
+
+    served = FakeRuntime({"base": chatty, "adapter": chatty}, name="engine")
+    reference = FakeRuntime({"base": chatty, "adapter": perfect}, name="hf")
+    both = WithReference(served, reference)
+    assert both.identity("reference_adapter") == reference.identity("adapter")
+    assert both.capabilities().answers("generate", "reference_base")
+    [result] = run_gates(make_bundle(ITEMS), build(("serving_parity", {}, True)), both)
+    assert result.status == "failed" and "silent no-op" in result.summary  # the engine's adapter does nothing
+    assert sorted(served.calls) == [("adapter", 80), ("base", 80)]
+    assert sorted(reference.calls) == [("adapter", 80), ("base", 80)]

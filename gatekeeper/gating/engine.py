@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gatekeeper._util.text import first_line
 from gatekeeper.bundle.loading import LoadedBundle
-from gatekeeper.errors import GateCrashed, GatekeeperError
+from gatekeeper.errors import BundleError, GateCrashed, GatekeeperError
 from gatekeeper.gating.context import GateContext
 from gatekeeper.gating.result import GateResult
 from gatekeeper.runtime.protocol import ANSWERED_BY, Capabilities, Runtime
@@ -67,7 +68,9 @@ def plan_gates(ctx: GateContext, gates: list, capabilities: Capabilities) -> Pla
         try:
             requests = gate.requests(ctx)
         except GatekeeperError as exc:  # the bundle does not give the gate what it needs
-            raise type(exc)(f"gate {gate.name!r}: {exc}") from None
+            # A BundleError whatever the gate raised: error classes take other arguments (GoldenSetError
+            # takes a path and line), and every one of them is the same exit 2 for the user.
+            raise BundleError(f"gate {gate.name!r}: {first_line(exc)}") from None
         except Exception as exc:  # reported as that gate's error; the others still run
             plan.crashed[gate.name] = exc
             continue

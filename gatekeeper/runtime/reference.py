@@ -39,31 +39,28 @@ class WithReference:
     def profile(self) -> dict | None:
         return self.serving.profile()
 
-    # The request methods, each routed by side.
-    def generate(self, side, requests, progress=None):
+    def _answer(self, method: str, side: Side, requests: list, progress):
         runtime, own = self._route(side)
-        return runtime.generate(own, requests, progress)
+        return getattr(runtime, method)(own, requests, progress)
+
+    # The request methods of the protocol, each routed by side.
+    def generate(self, side, requests, progress=None):
+        return self._answer("generate", side, requests, progress)
 
     def loglik(self, side, requests, progress=None):
-        runtime, own = self._route(side)
-        return runtime.loglik(own, requests, progress)
+        return self._answer("loglik", side, requests, progress)
 
     def choose(self, side, requests, progress=None):
-        runtime, own = self._route(side)
-        return runtime.choose(own, requests, progress)
+        return self._answer("choose", side, requests, progress)
 
     def count_tokens(self, side, requests, progress=None):
-        runtime, own = self._route(side)
-        return runtime.count_tokens(own, requests, progress)
+        return self._answer("count_tokens", side, requests, progress)
 
     def divergence(self, side, requests, progress=None):
-        runtime, own = self._route(side)
-        return runtime.divergence(own, requests, progress)
+        return self._answer("divergence", side, requests, progress)
 
     def timing(self, side, requests, progress=None):
-        runtime, own = self._route(side)
-        return runtime.timing(own, requests, progress)
+        return self._answer("timing", side, requests, progress)
 
     def export_merged(self, side, requests, progress=None):
-        runtime, own = self._route(side)
-        return runtime.export_merged(own, requests, progress)
+        return self._answer("export_merged", side, requests, progress)

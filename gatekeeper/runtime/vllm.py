@@ -43,7 +43,7 @@ class VLLMRuntime(TokenizerOnlyRequests):
     def __init__(self, settings: VLLMServing, base: ResolvedBase, adapter_dir: Path, adapter_sha256: str, *,
                  dtype: str = "auto"):
         self.settings, self.base, self.adapter_dir, self.adapter_sha256 = settings, base, adapter_dir, adapter_sha256
-        self.dtype_name = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}[dtype]
+        self.dtype_name = dtype  # vLLM's own names; Serving.dtype allows no others
         self._engine = None
         self._tokenizer = None
         self._version = ""
