@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from gatekeeper._util.text import first_line, shorten
+from gatekeeper._util.text import first_line, quote, shorten
 from gatekeeper.errors import ExitCode, GatekeeperError, GatekeeperWarning
 
 
@@ -236,7 +236,7 @@ def cmd_init(args) -> int:
     for item in args.set or []:
         set_name, sep, path = item.partition("=")
         if not sep or not set_name or not path:
-            raise GatekeeperError(f"--set expects NAME=PATH, got {item!r}")
+            raise GatekeeperError(f"--set expects NAME=PATH, got {quote(item)}")
         if set_name in golden or set_name in ("eval", "train", "validation"):
             raise GatekeeperError(f"--set {set_name}: given twice (eval, train and validation have their own options)")
         golden[set_name] = path
