@@ -48,6 +48,19 @@ class RehearsalSettings(Document):
     per_batch: int = Field(2, gt=0)
     """Rehearsal rows added to each batch of task rows."""
     max_new_tokens: int = Field(48, gt=0)
+    mode: Literal["answers", "distill"] = "answers"
+    """``answers``: the rows' loss is the likelihood of the base's greedy answer, pooled with the
+    task's tokens. ``distill``: it is the divergence KL(base || adapter) from the base's whole
+    next-token distribution at every answer position, the base computed with the adapter switched
+    off on the same model; the step's loss is the task's mean loss plus ``weight`` times it."""
+    weight: float = Field(1.0, ge=0)
+    """How much the distillation term counts against the task's (``distill`` only)."""
+
+    @model_validator(mode="after")
+    def _weight_needs_distill(self):
+        if self.mode == "answers" and self.weight != 1.0:
+            raise ValueError("weight applies to mode 'distill' only; mode 'answers' pools the rows with the task's")
+        return self
 
 
 class GaloreSettings(Document):
@@ -156,6 +169,10 @@ class Recipe(Document):
                 raise ValueError("'adapter' holds LoRA settings, which method galore does not use; use 'galore'")
             if self.galore is None:
                 self.galore = GaloreSettings()
+            if self.data.rehearsal is not None and self.data.rehearsal.mode == "distill":
+                # the teacher is the base with the adapter off; galore moves the base's own weights
+                raise ValueError("data.rehearsal.mode 'distill' needs an adapter method (lora, qlora, dora): "
+                                 "galore trains the base's own weights, so no untouched base is left to distil from")
         else:
             if self.galore is not None:
                 raise ValueError(f"'galore' settings are given but method is {self.method!r}")

@@ -25,6 +25,7 @@ from gatekeeper.training.data import (
     encode,
     load_training_split,
 )
+from gatekeeper.training.distill import distillation_loss
 
 
 @dataclass
@@ -129,6 +130,7 @@ def train(
         return compute_precision(precision, device)
 
     rehearsal, rehearsal_record = [], None
+    distill = data.rehearsal is not None and data.rehearsal.mode == "distill"
     if data.rehearsal is not None:
         from gatekeeper.training.rehearsal import base_answers
 
@@ -138,6 +140,7 @@ def train(
             wanted = (settings.max_steps or 10**6) * settings.grad_accum * data.rehearsal.per_batch
             rehearsal, rehearsal_record = base_answers(model, tokenizer, root / data.rehearsal.prompts, wanted,
                                                        data.rehearsal.max_new_tokens, settings.seed)
+            rehearsal_record.update(mode=data.rehearsal.mode, **({"weight": data.rehearsal.weight} if distill else {}))
         model.train()
         check_lengths(rehearsal, settings.max_seq_len, root / data.rehearsal.prompts)
 
@@ -207,14 +210,21 @@ def train(
             groups = [batch]
             if rehearsal_stream is not None:  # its own group: rows of one template share their prefix
                 groups.append([next(rehearsal_stream) for _ in range(data.rehearsal.per_batch)])
-            chosen = []
-            for group in groups:
+            chosen, divergence = [], None
+            for index, group in enumerate(groups):
                 ids, mask, labels = collate(group, pad_id)
                 tokens_seen += int(mask.sum())  # counted before the copy: no wait for the device
                 ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
                 with computing():
-                    chosen.append(target_logprobs(model, ids, mask, labels, share_prefix=share_prefix)[0])
-            loss = -torch.cat(chosen).float().mean() / settings.grad_accum
+                    if index == 1 and distill:
+                        divergence = distillation_loss(model, method.base_side, ids, mask, labels,
+                                                       share_prefix=share_prefix)
+                    else:
+                        chosen.append(target_logprobs(model, ids, mask, labels, share_prefix=share_prefix)[0])
+            loss = -torch.cat(chosen).float().mean()  # answers mode: rehearsal tokens pooled with the task's
+            if divergence is not None:
+                loss = loss + data.rehearsal.weight * divergence
+            loss = loss / settings.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
             consumed += len(batch)

@@ -59,6 +59,22 @@ def target_logprobs(causal_lm, input_ids, attention_mask, labels, *, share_prefi
 
     Returns (logprobs, is_argmax, owner_row), flat over the labelled positions
     of the whole batch, in order.
+    """
+    hidden, targets, rows, head = labelled_hidden(causal_lm, input_ids, attention_mask, labels, share_prefix=share_prefix)
+    chosen, is_argmax = token_logprobs(head, hidden, targets)
+    return chosen, is_argmax, rows
+
+
+def next_token_logprobs(causal_lm, input_ids, attention_mask, labels, *, share_prefix: bool = True):
+    """The whole next-token distribution (log, float32) before each labelled token: (positions, vocab),
+    in the order ``target_logprobs`` uses. What distillation compares."""
+    hidden, _, _, head = labelled_hidden(causal_lm, input_ids, attention_mask, labels, share_prefix=share_prefix)
+    return F.log_softmax(head(hidden).float(), dim=-1)
+
+
+def labelled_hidden(causal_lm, input_ids, attention_mask, labels, *, share_prefix: bool = True):
+    """The decoder's last hidden state before each labelled token, with those tokens, the row each
+    belongs to, and the output layer: (hidden (positions, d), targets, rows, head).
 
     Prompts rendered from one template share a long prefix (the chat template's
     system turn and the task instruction). With ``share_prefix`` it runs once,
@@ -87,8 +103,7 @@ def target_logprobs(causal_lm, input_ids, attention_mask, labels, *, share_prefi
     targets = labels[:, shared + 1 :]
     picked = targets != -100
     rows = torch.nonzero(picked, as_tuple=True)
-    chosen, is_argmax = token_logprobs(head, hidden[:, :-1][picked], targets[picked])
-    return chosen, is_argmax, rows[0]
+    return hidden[:, :-1][picked], targets[picked], rows[0], head
 
 
 def token_logprobs(head, hidden, wanted):
