@@ -266,35 +266,44 @@ def cmd_sweep(args) -> int:
 
     from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.check import prepare, run_check
-    from gatekeeper.sweep import COLUMNS, parse_ranks, row_for, with_rank, write_outputs
+    from gatekeeper.sweep import COLUMNS, RANK, apply, grid, parse_axis, parse_ranks, region_of, row_for, write_outputs
     from gatekeeper.training.methods import get_method
     from gatekeeper.training.versions import write_candidate
 
-    ranks = parse_ranks(args.rank)  # before anything loads: a typo costs nothing
+    # Every axis and every point before anything loads: a typo costs nothing.
+    axes = [parse_axis(text) for text in args.set or []]
+    if args.rank is not None:
+        axes.insert(0, (RANK, parse_ranks(args.rank)))
+    if not axes:
+        raise GatekeeperError("sweep needs something to vary: --set FIELD=V1,V2 (any recipe field) or --rank 4,8")
     recipe, root = load_recipe(args.recipe)
-    method = get_method(recipe.method)
-    if method.preflight is not None:  # with the largest rank: a rank the base cannot take costs seconds
-        method.preflight(with_rank(recipe, ranks[-1]), root)
+    points = grid(axes)
+    recipes = [apply(recipe, point, Path(args.recipe)) for point in points]
+    for variant in recipes:  # a rank or module list the base cannot take costs seconds, not a run
+        method = get_method(variant.method)
+        if method.preflight is not None:
+            method.preflight(variant, root)
     out = Path(args.out) if args.out else Path("reports") / f"sweep-{recipe.name}"
+    width = len(str(len(points)))
     console = _console()
-    rows = []
-    for rank in ranks:
-        ranked = with_rank(recipe, rank)
-        console.print(f"[bold]{recipe.name}[/] {recipe.method} rank {rank}")
+    rows, region = [], None
+    for index, (point, variant) in enumerate(zip(points, recipes), 1):
+        console.print(f"[bold]{recipe.name}[/] point {index}/{len(points)}: {point.label}")
         with _interrupt_on_sigterm():
-            bundle = write_candidate(_train_with_progress(ranked, root, console, args.quiet), ranked, root)
-        prepared = prepare(bundle, device=args.device)
-        verdict, _ = run_check(prepared, out / f"r{rank}")
-        rows.append(row_for(rank, bundle, verdict, out / f"r{rank}"))
+            bundle = write_candidate(_train_with_progress(variant, root, console, args.quiet), variant, root)
+        report = out / f"p{index:0{width}d}"
+        verdict, _ = run_check(prepare(bundle, device=args.device), report)
+        rows.append(row_for(point, bundle, verdict, report))
+        region = region or region_of(verdict)
         console.print(f"  {bundle}: {rows[-1].verdict}")
-    paths = write_outputs(rows, out, recipe.name, recipe.method)
-    table = Table(*COLUMNS, title=f"{recipe.name}: {recipe.method} rank sweep")
-    for row in rows:
+    paths = write_outputs(rows, region, out, recipe.name, recipe.method)
+    table = Table("#", *COLUMNS, title=f"{recipe.name}: sweep over {', '.join(name for name, _ in axes)}")
+    for index, row in enumerate(rows, 1):
         values = (getattr(row, c) for c in COLUMNS)
-        table.add_row(*("—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values))
+        table.add_row(str(index), *("—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values))
     _stdout_console().print(table)
     print(f"sweep: {paths['csv']} {paths['svg']}")
-    # like check: 0 when some rank passes its gates, 1 when none does
+    # like check: 0 when some point passes its gates, 1 when none does
     return ExitCode.PASSED if any(r.verdict == "pass" for r in rows) else ExitCode.GATE_FAILED
 
 
@@ -432,9 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("bundle")
     sign.set_defaults(func=cmd_sign)
 
-    sweep = sub.add_parser("sweep", help="train and check one candidate per rank; table and plot of the results")
+    sweep = sub.add_parser("sweep", help="train and check one candidate per point of a grid of recipe settings; "
+                                         "table and frontier plot of the results")
     sweep.add_argument("recipe", help="recipe.yaml")
-    sweep.add_argument("--rank", required=True, help="ranks to train, comma-separated, e.g. 4,8,16,32")
+    sweep.add_argument("--set", action="append", metavar="FIELD=V1,V2",
+                       help="a recipe field and the values to try, e.g. training.learning_rate=5e-4,1e-3 or "
+                            "data.rehearsal.weight=0,1,4; repeat for a grid")
+    sweep.add_argument("--rank", help="ranks to train, comma-separated, e.g. 4,8,16,32 (LoRA keeps alpha / r)")
     sweep.add_argument("--out", help="where the table, plot and reports go (default: reports/sweep-<name>)")
     sweep.add_argument("--device", help="override the serving device for the checks (cpu, cuda)")
     sweep.add_argument("-q", "--quiet", action="store_true")

@@ -318,3 +318,24 @@ def demo_candidate(tmp_path_factory):
     (workdir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     assert main(["train", str(workdir / "recipe.yaml"), "-q"]) == 0
     return workdir / "candidates" / "v1", workdir
+
+
+@pytest.fixture(scope="session")
+def regression_sets(tiny_bundle, tmp_path_factory):
+    """A regression set of what the tiny base itself answers, so the base is right on every item,
+    and control texts: the golden sets the regression gate reads."""
+    from gatekeeper.bundle.manifest import messages_for
+    from gatekeeper.check import prepare
+    from gatekeeper.runtime.requests import Generate
+
+    root = tmp_path_factory.mktemp("regression-sets")
+    runtime = prepare(tiny_bundle).runtime
+    prompts = [f"question {k}: say something about {w}" for k, w in enumerate(["cats", "rain", "trains", "bread"] * 6)]
+    answers = runtime.generate("base", [Generate(messages_for(p), 8) for p in prompts])
+    # a random tiny model mostly emits whitespace: "only" then expects exactly that (nothing)
+    items = [{"id": f"reg-{k:03d}", "input": p, "expected": {"answer": a.strip(), "match": "only", "family": "echo"}}
+             for k, (p, a) in enumerate(zip(prompts, answers))]
+    write_jsonl(root / "regression.jsonl", items)
+    write_jsonl(root / "control.jsonl", [{"id": f"c{k}", "input": f"ticket {k}: the slow in area {k}", "expected": None}
+                                         for k in range(6)])
+    return root

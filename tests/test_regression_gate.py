@@ -4,12 +4,9 @@ import json
 
 import pytest
 
-from gatekeeper.bundle.manifest import messages_for
 from gatekeeper.bundle.recipe import load_recipe
-from gatekeeper.check import prepare
 from gatekeeper.cli import main
 from gatekeeper.gating.answer_checks import is_correct
-from gatekeeper.runtime.requests import Generate
 from gatekeeper.training.loop import train
 from gatekeeper.training.versions import write_candidate
 from tests.conftest import write_jsonl, write_recipe
@@ -32,22 +29,6 @@ from tests.conftest import write_jsonl, write_recipe
 )
 def test_matchers(output, expected, ok):
     assert is_correct(output, expected) is ok
-
-
-@pytest.fixture(scope="module")
-def regression_sets(tiny_bundle, tmp_path_factory):
-    """A regression set of what the tiny base itself answers, so the base is right on every item."""
-    root = tmp_path_factory.mktemp("regression-sets")
-    runtime = prepare(tiny_bundle).runtime
-    prompts = [f"question {k}: say something about {w}" for k, w in enumerate(["cats", "rain", "trains", "bread"] * 6)]
-    answers = runtime.generate("base", [Generate(messages_for(p), 8) for p in prompts])
-    # a random tiny model mostly emits whitespace: "only" then expects exactly that (nothing)
-    items = [{"id": f"reg-{k:03d}", "input": p, "expected": {"answer": a.strip(), "match": "only", "family": "echo"}}
-             for k, (p, a) in enumerate(zip(prompts, answers))]
-    write_jsonl(root / "regression.jsonl", items)
-    write_jsonl(root / "control.jsonl", [{"id": f"c{k}", "input": f"ticket {k}: the slow in area {k}", "expected": None}
-                                         for k in range(6)])
-    return root
 
 
 def _candidate(tmp_path, tiny_base, tiny_task, sets, learning_rate, steps):

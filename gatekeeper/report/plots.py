@@ -124,66 +124,63 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-PANEL_STYLE = (
-    "text{font:11px sans-serif;fill:#333}.axis{stroke:#999}.grid{stroke:#eee}"
-    ".line{stroke:#2563eb;stroke-width:2;fill:none}.dot{fill:#2563eb}"
-)
-
-
-def panels(series: list[tuple[str, list[tuple[float, float | None]]]], x_label: str = "rank",
-           width: int = 260, height: int = 170, standalone: bool = False) -> Markup:
-    """Small multiples, one panel per named series of (x, y), side by side on a shared log2 x axis.
-
-    Each panel has its own y scale: the series (accuracy, loss, bytes) share no unit.
-    A missing y leaves a gap. ``standalone`` makes a file a browser opens on its own.
-    """
-    xs = sorted({x for _, points in series for x, _ in points})
-    if not xs:
-        return EMPTY
-    import math
-
-    left, right, top, bottom = 52, 14, 22, 30
-    lx = [math.log2(x) for x in xs]
-
-    def sx(v: float) -> float:
-        return left + (math.log2(v) - lx[0]) / ((lx[-1] - lx[0]) or 1) * (width - left - right)
-
-    def scale(lo: float, hi: float):
-        return lambda v: top + (hi - v) / ((hi - lo) or 1) * (height - top - bottom)
-
-    body = [f"<style>{PANEL_STYLE}</style>"] if standalone else []
-    for k, (name, points) in enumerate(series):
-        ox = k * width
-        ys = [y for _, y in points if y is not None]
-        y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
-        sy = scale(y0, y1)
-        body.append(f'<g transform="translate({ox},0)"><text x="{left}" y="14">{escape(name)}</text>')
-        for value in (y0, y1) if y1 != y0 else (y0,):
-            body.append(f'<line class="grid" x1="{left}" y1="{sy(value):.1f}" x2="{width - right}" y2="{sy(value):.1f}"/>')
-            body.append(f'<text x="{left - 4}" y="{sy(value) + 4:.1f}" text-anchor="end">{_short(value)}</text>')
-        body.append(f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}"/>')
-        for x in xs:
-            body.append(f'<text x="{sx(x):.1f}" y="{height - bottom + 14}" text-anchor="middle">{x:g}</text>')
-        body.append(f'<text x="{(left + width - right) / 2:.1f}" y="{height - 2}" text-anchor="middle">{escape(x_label)}</text>')
-        run: list[str] = []
-        for x, y in sorted(points) + [(None, None)]:  # a trailing gap flushes the last run
-            if y is None:
-                if len(run) >= 2:
-                    body.append(f'<polyline class="line" points="{" ".join(run)}"/>')
-                run = []
-                continue
-            run.append(f"{sx(x):.1f},{sy(y):.1f}")
-            body.append(f'<circle class="dot" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3"><title>{escape(name)} at {x_label} {x:g}: {_short(y)}</title></circle>')
-        body.append("</g>")
-    label = f"{', '.join(name for name, _ in series)} by {x_label}"
-    svg = _svg("panels", width * len(series), height, label, body)
-    # str() first: Markup.replace would escape the attribute it inserts
-    return Markup(str(svg).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)) if standalone else svg
-
-
 def _short(value: float) -> str:
     """Four significant digits, thousands as k/M, so axis labels stay narrow."""
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:.4g}{suffix}"
     return f"{value:.4g}"
+
+
+FRONTIER_STYLE = (
+    "text{font:11px sans-serif;fill:#333}.axis{stroke:#999}.accept{fill:#dcfce7;stroke:#16a34a;stroke-dasharray:4 3}"
+    ".pass{fill:#16a34a}.fail{fill:#dc2626}"
+)
+
+
+def frontier(points: list[tuple[str, float | None, float | None, bool]], min_gain: float | None,
+             max_loss: float | None, width: int = 560, height: int = 360, standalone: bool = False) -> Markup:
+    """Task gain (y) against regression loss (x), one dot per (label, loss, gain, passed), numbered
+    as listed; the region the gates accept (gain >= min_gain, loss <= max_loss) shaded.
+
+    Up and to the left is better: the candidates on the upper-left edge are the frontier.
+    Points without both figures are left out (a sweep whose bundle lacks a regression gate).
+    """
+    shown = [(k, label, x, y, ok) for k, (label, x, y, ok) in enumerate(points, 1) if x is not None and y is not None]
+    if not shown:
+        return EMPTY
+    left, right, top, bottom = 56, 16, 16, 40
+    xs = [x for _, _, x, _, _ in shown] + [0.0] + ([max_loss] if max_loss is not None else [])
+    ys = [y for _, _, _, y, _ in shown] + [0.0] + ([min_gain] if min_gain is not None else [])
+    pad_x, pad_y = (max(xs) - min(xs)) * 0.08 or 0.05, (max(ys) - min(ys)) * 0.08 or 0.05
+    x0, x1, y0, y1 = min(xs) - pad_x, max(xs) + pad_x, min(ys) - pad_y, max(ys) + pad_y
+
+    def sx(v: float) -> float:
+        return left + (v - x0) / (x1 - x0) * (width - left - right)
+
+    def sy(v: float) -> float:
+        return top + (y1 - v) / (y1 - y0) * (height - top - bottom)
+
+    body = [f"<style>{FRONTIER_STYLE}</style>"] if standalone else []
+    if min_gain is not None or max_loss is not None:  # the accepted region runs to the plot's edges
+        rx0, rx1 = sx(x0), sx(max_loss if max_loss is not None else x1)
+        ry0, ry1 = sy(y1), sy(min_gain if min_gain is not None else y0)
+        body.append(f'<rect class="accept" x="{rx0:.1f}" y="{ry0:.1f}" width="{rx1 - rx0:.1f}" height="{ry1 - ry0:.1f}">'
+                    f'<title>accepted: task gain &gt;= {_fmt(min_gain)}, regression loss &lt;= {_fmt(max_loss)}</title></rect>')
+    body.append(f'<line class="axis" x1="{left}" y1="{sy(0):.1f}" x2="{width - right}" y2="{sy(0):.1f}"/>')
+    body.append(f'<line class="axis" x1="{sx(0):.1f}" y1="{top}" x2="{sx(0):.1f}" y2="{height - bottom}"/>')
+    for value in (x0 + pad_x, 0.0, x1 - pad_x):
+        body.append(f'<text x="{sx(value):.1f}" y="{height - bottom + 14}" text-anchor="middle">{_short(round(value, 3))}</text>')
+    for value in (y0 + pad_y, 0.0, y1 - pad_y):
+        body.append(f'<text x="{left - 4}" y="{sy(value) + 4:.1f}" text-anchor="end">{_short(round(value, 3))}</text>')
+    body.append(f'<text x="{(left + width - right) / 2:.1f}" y="{height - 4}" text-anchor="middle">'
+                'regression loss (base - adapter accuracy)</text>')
+    body.append(f'<text x="12" y="{(top + height - bottom) / 2:.1f}" text-anchor="middle" '
+                f'transform="rotate(-90 12 {(top + height - bottom) / 2:.1f})">task gain (adapter - base)</text>')
+    for k, label, x, y, ok in shown:
+        verdict = "pass" if ok else "fail"
+        body.append(f'<circle class="{verdict}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5"><title>{k}: {escape(label)}: '
+                    f'gain {_fmt(y)}, loss {_fmt(x)}, {verdict}</title></circle>')
+        body.append(f'<text x="{sx(x) + 7:.1f}" y="{sy(y) - 6:.1f}">{k}</text>')
+    svg = _svg("frontier", width, height, "task gain against regression loss, per sweep point", body)
+    return Markup(str(svg).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)) if standalone else svg
