@@ -29,6 +29,21 @@ def test_recorded_checksums_match_the_files():
         assert sha256_file(ROOT / name) == digest, f"{name} changed: update SHA256SUMS"
 
 
+STYLES = ROOT.parent / "support_tickets_styles"
+
+
+def test_the_styles_set_is_balanced_checksummed_and_written_apart(splits):
+    """The second evaluation set: its own checksums, 40 per label, none near a ticket of the main pool."""
+    recorded = dict(reversed(line.split()) for line in (STYLES / "SHA256SUMS").read_text().splitlines())
+    assert recorded == {"eval.jsonl": sha256_file(STYLES / "eval.jsonl")}, "eval.jsonl changed: update SHA256SUMS"
+    items = load_jsonl(STYLES / "eval.jsonl")
+    Contract.load(ROOT / "contract.schema.json").check_items(items, STYLES / "eval.jsonl")
+    assert Counter(i.expected["priority"] for i in items) == {"critical": 40, "high": 40, "medium": 40, "low": 40}
+    assert not any(i.input.startswith("Subject:") for i in items)
+    pool = [_normal(i.input) for split in splits.values() for i in split]
+    assert process.cdist([_normal(i.input) for i in items], pool, scorer=fuzz.ratio, workers=-1).max() < 70
+
+
 def test_sizes_and_label_balance(splits):
     contract = Contract.load(ROOT / "contract.schema.json")
     for name, minimum in SPLITS.items():

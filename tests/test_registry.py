@@ -68,3 +68,26 @@ def test_listing_gates_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "json_parse" in done.stdout and "task_accuracy" in done.stdout
+
+
+def test_one_gate_runs_twice_under_its_own_ids(bundle_copy, tmp_path, capsys):
+    """A second instance needs an id; each reports under it, with its own parameters and verdict."""
+    import json
+
+    from gatekeeper.cli import main
+    from tests.conftest import edit_manifest
+
+    twice = [{"name": "task_accuracy", "params": {"min_delta": -1.0, "require_significant": False}},
+             {"name": "task_accuracy", "params": {"min_delta": 1.0}}]
+    edit_manifest(bundle_copy, lambda d: d.update(gates=twice))
+    assert main(["check", str(bundle_copy), "--out", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "gate 'task_accuracy' is listed twice; give the second one an id to run it twice" in err
+
+    twice[1]["id"] = "task_accuracy_strict"
+    edit_manifest(bundle_copy, lambda d: d.update(gates=twice))
+    assert main(["check", str(bundle_copy), "--out", str(tmp_path / "r"), "-q"]) == 1
+    gates = json.loads((tmp_path / "r" / "verdict.json").read_text())["gates"]
+    assert [(g["name"], g["status"]) for g in gates] == [("task_accuracy", "passed"), ("task_accuracy_strict", "failed")]
+    assert gates[0]["metrics"][0]["adapter"] == gates[1]["metrics"][0]["adapter"]  # the same answers, judged twice
+    assert 'name="task_accuracy_strict"' in (tmp_path / "r" / "junit.xml").read_text()

@@ -157,6 +157,9 @@ class Serving(Document):
 
 class GateSpec(Document):
     name: str
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """The name this instance reports under (default: ``name``): one gate twice with other
+    parameters, e.g. ``task_accuracy`` on a second evaluation set as ``task_accuracy_styles``."""
     required: bool = True
     """A required gate that fails fails the check; an advisory gate is reported only."""
     params: dict[str, Any] = Field(default_factory=dict)

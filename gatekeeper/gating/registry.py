@@ -163,8 +163,13 @@ def build_gates(manifest: Bundle) -> list[tuple[Any, bool]]:
     built = []
     seen: set[str] = set()
     for spec in manifest.gates:
-        if spec.name in seen:
-            raise BundleError(f"gate {spec.name!r} is listed twice")
-        seen.add(spec.name)
-        built.append((get_gate(spec.name).build(spec.params), spec.required))
+        reports_as = spec.id or spec.name
+        if reports_as in seen:
+            hint = "" if spec.id else "; give the second one an id to run it twice"
+            raise BundleError(f"gate {reports_as!r} is listed twice{hint}")
+        seen.add(reports_as)
+        instance = get_gate(spec.name).build(spec.params)
+        if spec.id:
+            instance.name = spec.id  # results and reports carry the instance's own name
+        built.append((instance, spec.required))
     return built
