@@ -310,3 +310,29 @@ def test_gradient_checkpointing_trains_the_same_adapter(tmp_path, tiny_base, tin
     for name, tensor in weights[0].items():
         torch.testing.assert_close(weights[1][name], tensor, rtol=1e-5, atol=1e-6)
     assert any(t.abs().sum() > 0 for n, t in weights[0].items() if "lora_B" in n)  # the adapter did train
+
+
+def test_the_bases_rehearsal_answers_are_asked_once_per_base_and_pool(tmp_path, tiny_base, tiny_task, monkeypatch):
+    """A second run of the same base and pool reads the base's answers from the cache and trains the same;
+    another answer length asks the base again."""
+    import gatekeeper.runtime.hf.decoding as decoding
+
+    monkeypatch.setenv("GATEKEEPER_CACHE_DIR", str(tmp_path / "cache"))
+    recipe, root = load_recipe(_rehearsal_recipe(tmp_path, tiny_base, tiny_task, True))
+    first = train(recipe, root)
+    assert len(list((tmp_path / "cache" / "rehearsal").glob("*.json"))) == 1
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the base was asked again")
+
+    real = decoding.greedy
+    monkeypatch.setattr(decoding, "greedy", no_generation)
+    again = train(recipe, root)
+    assert again.record["rehearsal"] == first.record["rehearsal"]
+    assert again.record["val_curve"] == first.record["val_curve"]
+
+    monkeypatch.setattr(decoding, "greedy", real)
+    longer = recipe.model_copy(update={"data": recipe.data.model_copy(update={
+        "rehearsal": recipe.data.rehearsal.model_copy(update={"max_new_tokens": 7})})})
+    train(longer, root)
+    assert len(list((tmp_path / "cache" / "rehearsal").glob("*.json"))) == 2

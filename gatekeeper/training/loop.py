@@ -138,8 +138,9 @@ def train(
         model.eval()
         with method.base_side(model), computing():
             wanted = (settings.max_steps or 10**6) * settings.grad_accum * data.rehearsal.per_batch
-            rehearsal, rehearsal_record = base_answers(model, tokenizer, root / data.rehearsal.prompts, wanted,
-                                                       data.rehearsal.max_new_tokens, settings.seed)
+            rehearsal, rehearsal_record = base_answers(
+                model, tokenizer, root / data.rehearsal.prompts, wanted, data.rehearsal.max_new_tokens, settings.seed,
+                cache_key={"base": base.sha256, "method": recipe.method, "precision": precision, "device": device.type})
             rehearsal_record.update(mode=data.rehearsal.mode, **({"weight": data.rehearsal.weight} if distill else {}))
         model.train()
         check_lengths(rehearsal, settings.max_seq_len, root / data.rehearsal.prompts)
