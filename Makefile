@@ -41,14 +41,11 @@ browser:
 	    echo "chromium is missing and cannot be installed here (needs root and apt-get); the browser test will skip"; \
 	  fi; }
 
-# A failing gate is a finding, not a broken demo: exit 1 still ends with the
-# report's path; usage (2) and internal (3) errors fail the target.
+# The whole release: a candidate that ships (checked, promoted), one that is rejected
+# (checked; its rollback gate drills the production version), the diff and the history.
+# See scripts/demo.sh; it stops on usage (2) and internal (3) errors.
 demo: install
-	@bundle=$$($(BIN)/gatekeeper train adapters/support-ticket-json/recipe.yaml) && \
-	  echo "candidate: $$bundle" && \
-	  { $(BIN)/gatekeeper check "$$bundle"; code=$$?; \
-	    if [ $$code -eq 1 ]; then echo "a required gate failed: the report above says which and why"; \
-	    elif [ $$code -ne 0 ]; then exit $$code; fi; }
+	GK=$(BIN)/gatekeeper scripts/demo.sh
 
 # The serving tests start a real vLLM server from $(VLLM_VENV) (or skip, saying why).
 test: install browser vllm-env
