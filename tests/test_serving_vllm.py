@@ -37,7 +37,13 @@ def candidate(demo_candidate, tmp_path_factory) -> Path:
     """The demo candidate (shared with the end-to-end tests), gated by serving_parity on its first tickets."""
     bundle = tmp_path_factory.mktemp("serving") / "bundle"
     shutil.copytree(demo_candidate[0], bundle)
-    edit_manifest(bundle, lambda d: d.update(gates=[{"name": "serving_parity", "params": {"max_items": ITEMS}}]))
+    def gate_parity_in_float32(manifest: dict) -> None:
+        manifest["gates"] = [{"name": "serving_parity", "params": {"max_items": ITEMS}}]
+        # The server computes in float32; so must the reference (its `auto` is bfloat16 on a CPU with
+        # AVX512-BF16), or the two differ by their rounding, not by how they serve the adapter.
+        manifest.setdefault("serving", {})["dtype"] = "float32"
+
+    edit_manifest(bundle, gate_parity_in_float32)
     return bundle
 
 
