@@ -22,7 +22,7 @@ from gatekeeper.bundle.manifest import messages_for  # noqa: E402  (after __vers
 from gatekeeper.gating.context import GateContext  # noqa: E402
 from gatekeeper.gating.engine import Responses  # noqa: E402
 from gatekeeper.gating.registry import gate  # noqa: E402
-from gatekeeper.gating.result import Example, GateResult, Metric, Paired  # noqa: E402
+from gatekeeper.gating.result import Example, Figure, GateResult, Metric, Paired  # noqa: E402
 from gatekeeper.runtime.requests import (  # noqa: E402
     Choose,
     CountTokens,
@@ -36,7 +36,7 @@ from gatekeeper.verdict.assertions import GateAssertionError, assert_gate  # noq
 from gatekeeper.verdict.model import Verdict  # noqa: E402
 
 __all__ = [
-    "__version__", "gate", "GateContext", "GateResult", "Metric", "Example", "Paired", "Responses",
+    "__version__", "gate", "GateContext", "GateResult", "Metric", "Example", "Paired", "Figure", "Responses",
     "Generate", "LogLik", "Choose", "CountTokens", "Divergence", "Timing", "ExportMerged", "messages_for",
     "assert_gate", "GateAssertionError", "Verdict",
 ]

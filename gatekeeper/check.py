@@ -25,6 +25,7 @@ from gatekeeper.gating.engine import (
     plan_gates,
     run_plan,
 )
+from gatekeeper.gating.evidence import thin_curve
 from gatekeeper.gating.registry import build_gates
 from gatekeeper.release.channels import record_check, registered_replay
 from gatekeeper.release.replay import DEFAULT_ITEMS, write_record
@@ -105,14 +106,6 @@ def environment(identity: dict) -> dict:
 
 TRAINING_FIELDS = ("method", "steps", "best_step", "best_val_loss", "val_curve", "seed", "corpus_sha256",
                    "adapter_bytes", "base_bytes", "optimizer_state_bytes")
-CURVE_POINTS = 100  # enough for a plot; a full per-step curve would swamp verdict.json
-
-
-def _thin(curve: list, points: int = CURVE_POINTS) -> list:
-    """Every k-th point and always the last, so the plot keeps its shape and its end."""
-    step = -(-len(curve) // points) or 1
-    kept = curve[::step]
-    return kept if not curve or kept[-1] == curve[-1] else kept + [curve[-1]]
 
 
 def _training_summary(bundle: LoadedBundle) -> dict:
@@ -122,7 +115,7 @@ def _training_summary(bundle: LoadedBundle) -> dict:
         return {}
     summary = {k: record[k] for k in TRAINING_FIELDS if k in record}
     if record.get("train_curve"):
-        summary["train_curve"] = _thin(record["train_curve"])
+        summary["train_curve"] = thin_curve(record["train_curve"])
     if bundle.recipe is not None:
         written = bundle.recipe.model_dump(mode="json", exclude_unset=True)  # what the recipe says, not defaults
         # Flat "section.key" names, so two candidates' settings compare line by line.
@@ -148,6 +141,7 @@ def summarize(bundle: LoadedBundle, signature: SignatureStatus) -> BundleSummary
         chat_template_sha256=manifest.base.chat_template_sha256,
         golden_sets={name: ref.sha256 for name, ref in sorted(manifest.golden_sets.items())},
         signature=str(signature),
+        provenance={name: p.model_dump(exclude_none=True) for name, p in sorted(manifest.provenance.items())},
         training=_training_summary(bundle),
     )
 

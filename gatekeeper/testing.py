@@ -27,8 +27,10 @@ class FakeRuntime:
     dtype_name = "float32"  # what gates that judge numerics (merge_equivalence) assume it computes in
 
     def __init__(self, answers: dict[Side, Callable[[str], str]], name: str = "fake",
-                 latency_ms: dict[Side, float] | None = None, unanswered: dict[str, str] | None = None):
+                 latency_ms: dict[Side, float] | None = None, unanswered: dict[str, str] | None = None,
+                 scores: dict[Side, Callable[[str, tuple[str, ...]], list[float]]] | None = None):
         self.answers = answers
+        self.scores = scores or {}
         self.unanswered = unanswered or {}
         self.name = name
         self.latency_ms = latency_ms or {}
@@ -66,11 +68,16 @@ class FakeRuntime:
         return results
 
     def choose(self, side, requests, progress=None):
-        """The option the side's answer starts with scores -0.1, every other option -5."""
+        """The option the side's answer starts with scores -0.1, every other option -5; a side with a
+        ``scores`` function (user text, options -> one log-probability per option) answers with it instead."""
         self.calls.append((side, len(requests)))
         results = []
         for r in requests:
-            answer = self.answers[side](dict(r.messages).get("user", ""))
+            user = dict(r.messages).get("user", "")
+            if side in self.scores:
+                results.append([float(s) for s in self.scores[side](user, r.options)])
+                continue
+            answer = self.answers[side](user)
             results.append([-0.1 if answer.startswith(option) else -5.0 for option in r.options])
         if progress:
             progress(len(requests))

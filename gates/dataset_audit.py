@@ -6,6 +6,12 @@ share of each label in every split; contract violations; and the share of
 training examples that ``max_seq_len`` would cut. Token counts come from the
 runtime's tokenizer (never the weights), so they are exact, not estimates.
 
+It also reports each set's declared provenance (the manifest's ``provenance``:
+source, licence, customer data, or undeclared). Rules over it are a seventh
+check, made only when a parameter sets one (``allowed_licences``,
+``customer_data: false``, ``require_declared``), so a bundle that sets none
+keeps the verdict it had.
+
 ``load_bundle`` already refuses a bundle whose train, validation or eval
 answers break the contract; the audit still counts violations, so a set it
 is given that loading does not check (an extra golden set) is covered too.
@@ -17,7 +23,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic
+
+from gatekeeper._util.documents import validation_problem
 from gatekeeper.bundle.goldens import GoldenItem, answer_text
+from gatekeeper.bundle.provenance import DataRules, breaches, declared, judged_sets
 from gatekeeper.gating.evidence import label_of
 from gatekeeper.gating.overlap import Overlap, OverlapSettings, ReferenceIndex, shorten
 from gatekeeper.gating.registry import gate
@@ -68,6 +78,10 @@ class DatasetAudit:
         fuzzy_threshold: float = 0.9,
         fuzzy_scorer: str = "token_sort_ratio",
         max_examples: int = 5,
+        allowed_licences: list[str] | None = None,
+        customer_data: bool | None = None,
+        require_declared: bool = False,
+        provenance_sets: list[str] | None = None,
     ):
         shares = {"max_near_duplicate_share": max_near_duplicate_share, "min_label_share": min_label_share,
                   "max_truncated_share": max_truncated_share}
@@ -85,6 +99,11 @@ class DatasetAudit:
         self.settings = OverlapSettings(ngram_n=ngram_n, jaccard=jaccard_threshold, fuzzy=fuzzy_threshold,
                                         scorer=fuzzy_scorer)
         self.max_examples = max_examples
+        try:  # the same rules a release policy sets per channel (gatekeeper.bundle.provenance)
+            self.rules = DataRules(allowed_licences=allowed_licences, customer_data=customer_data,
+                                   require_declared=require_declared, sets=provenance_sets)
+        except pydantic.ValidationError as exc:
+            raise ValueError(validation_problem(exc).replace("'sets", "'provenance_sets")) from None
 
     # -- which data -----------------------------------------------------------
     def _sets(self, ctx) -> list[str]:
@@ -106,7 +125,12 @@ class DatasetAudit:
     def _count_request(ctx, item: GoldenItem) -> CountTokens:
         return CountTokens(ctx.prompt.messages(item.input), answer_text(item.expected))
 
+    def _provenance_sets(self, ctx) -> list[str]:
+        return judged_sets(self.rules, ctx.bundle.golden, training=(self.train_set, "validation", "rehearsal"))
+
     def requests(self, ctx):
+        for name in self._provenance_sets(ctx) if self.rules.any else []:
+            ctx.golden(name)  # a set named in provenance_sets that the bundle lacks: refused before any model loads
         if self._seq_len(ctx)[0] is None:
             return []
         return [self._count_request(ctx, item) for name in self._encoded_sets(ctx) for item in ctx.golden(name)]
@@ -210,6 +234,18 @@ class DatasetAudit:
                      share <= self.max_truncated_share, f"{share:.1%} of training examples exceed {limit} tokens",
                      details, [self._example(n, i, f"{c} tokens > max_seq_len {limit}") for n, i, c in cut[: self.max_examples]])
 
+    def _provenance(self, ctx) -> tuple[dict, Check | None]:
+        """What the manifest declares per set; with rules set, the check of the judged sets against them."""
+        report = {"declared": declared(ctx.bundle.manifest)}
+        if not self.rules.any:
+            return report, None
+        judged = self._provenance_sets(ctx)  # each one in the bundle: requests() saw to that
+        found = breaches(ctx.bundle.manifest.provenance, judged, self.rules)
+        report |= {"rules": self.rules.model_dump(exclude_none=True, exclude_defaults=True), "judged": judged,
+                   "breaches": [{"set": b.set, "rule": b.rule, "problem": str(b)} for b in found]}
+        return report, Check(Metric(name="provenance_breaches", adapter=len(found), threshold=0, higher_is_better=False),
+                             not found, "; ".join(str(b) for b in found), report)
+
     # -- the result -----------------------------------------------------------
     def evaluate(self, ctx, responses):
         train = ctx.golden(self.train_set)
@@ -223,6 +259,9 @@ class DatasetAudit:
             "contract_violations": self._contract(ctx),
             "truncation": self._truncation(ctx, responses),
         }
+        provenance, provenance_check = self._provenance(ctx)
+        if provenance_check is not None:
+            checks["provenance"] = provenance_check
         problems = [c.problem for c in checks.values() if not c.passed]
         sizes = {name: len(ctx.golden(name)) for name in self._sets(ctx)}
         return GateResult(
@@ -230,11 +269,12 @@ class DatasetAudit:
             status="passed" if not problems else "failed",
             rule=(f"duplicates <= {self.max_duplicates}, near duplicates <= {self.max_near_duplicate_share:.0%}, "
                   f"split overlaps <= {self.max_split_overlaps}, each label >= {self.min_label_share:.0%} of each set, "
-                  f"contract violations <= {self.max_violations}, truncated <= {self.max_truncated_share:.0%}"),
+                  f"contract violations <= {self.max_violations}, truncated <= {self.max_truncated_share:.0%}"
+                  + (f"; {', '.join(self._provenance_sets(ctx))}: {self.rules.describe()}" if self.rules.any else "")),
             summary="; ".join(problems) if problems else (
                 f"{', '.join(f'{n} {k}' for n, k in sizes.items())}: every check passed"),
             metrics=[c.metric for c in checks.values()],
             evidence=[e for c in checks.values() for e in c.evidence],
             details={"sets": sizes, "failed": [name for name, c in checks.items() if not c.passed]}
-            | {name: c.details for name, c in checks.items()},
+            | {name: c.details for name, c in checks.items()} | {"provenance": provenance},  # with rules or without
         )

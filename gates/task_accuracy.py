@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gatekeeper.bundle.goldens import answer_text, parse_strict_json
 from gatekeeper.gating.evidence import label_of, paired_result, rate, worst_examples
+from gatekeeper.gating.labels import check_scoring, label_choice, label_field, label_request, read_labels
 from gatekeeper.gating.registry import gate
 from gatekeeper.gating.result import GateResult, Metric
 from gatekeeper.runtime.requests import Choose
@@ -32,59 +32,24 @@ class TaskAccuracy:
         max_examples: int = 8,
         scoring: str = "generate",
     ):
-        if scoring not in ("generate", "loglik"):
-            raise ValueError(f"scoring must be 'generate' or 'loglik', got {scoring!r}")
+        check_scoring(scoring)
         self.min_delta, self.alpha, self.require_significant = min_delta, alpha, require_significant
         self.golden_set, self.max_examples, self.scoring = golden_set, max_examples, scoring
 
-    def _label_field(self, ctx) -> str:
-        field = ctx.contract.label_field
-        if field is None:
-            raise ValueError("the contract names no label field (a property with an enum, or x-label-field)")
-        return field
-
     def choice(self, ctx, item) -> Choose:
         """The labels as the start of an answer, written as training writes answers (key order kept)."""
-        field = self._label_field(ctx)
-        if not isinstance(item.expected, dict) or next(iter(item.expected), None) != field:
-            raise ValueError(f"scoring 'loglik' needs answers that begin with the label field {field!r}; "
-                             f"item {item.id} does not")
-        # Each option runs through the separator after the label (',' or '}'): the tokenizer
-        # merges the closing quote with it ('",'), and a lone '"' after a label is a token
-        # the model never saw there in training.
-        options = []
-        for label in ctx.contract.labels:
-            head = answer_text({field: label})[:-1]  # '{"priority": "high"'
-            options.append(answer_text({**item.expected, field: label})[: len(head) + 1])
-        return Choose(ctx.prompt.messages(item.input), tuple(options))
+        return label_choice(ctx, item)
 
     def requests(self, ctx):
-        items = ctx.golden(self.golden_set)
-        if self.scoring == "loglik":
-            return [self.choice(ctx, item) for item in items]
-        return [ctx.task_request(item) for item in items]
-
-    def _read(self, ctx, responses, side, items, field) -> tuple[list[str], list]:
-        """Each item's output as the report shows it, and the label read from it."""
-        if self.scoring == "generate":
-            texts = [responses.get(side, ctx.task_request(i)) for i in items]
-            return texts, [label_of(parse_strict_json(t).value, field) for t in texts]
-        labels = ctx.contract.labels
-        texts, predicted = [], []
-        for item in items:
-            scores = responses.get(side, self.choice(ctx, item))
-            ranked = sorted(zip(scores, labels), key=lambda pair: -pair[0])  # a tie goes to the contract's order
-            predicted.append(ranked[0][1])
-            texts.append(", ".join(f"{label} {score:.2f}" for score, label in ranked) + " (log-prob of each label)")
-        return texts, predicted
+        return [label_request(ctx, item, self.scoring) for item in ctx.golden(self.golden_set)]
 
     def evaluate(self, ctx, responses):
-        field = self._label_field(ctx)
+        field = label_field(ctx)
         items = ctx.golden(self.golden_set)
         gold = [label_of(i.expected, field) for i in items]
         outputs, predicted, correct = {}, {}, {}
         for side in ("base", "adapter"):
-            outputs[side], predicted[side] = self._read(ctx, responses, side, items, field)
+            outputs[side], predicted[side] = read_labels(ctx, responses, side, items, self.scoring)
             correct[side] = [p == g for p, g in zip(predicted[side], gold)]
         comparison, paired = paired_result([i.id for i in items], correct["base"], correct["adapter"], self.min_delta, self.alpha)
         significant = comparison.p_value < self.alpha and comparison.delta > 0

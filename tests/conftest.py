@@ -176,14 +176,24 @@ def write_recipe(directory: Path, base_dir: Path, task: Path, **overrides) -> Pa
     return path
 
 
-def two_tiny_versions(tmp_path: Path, tiny_base: Path, tiny_task: Path) -> tuple[Path, Path, Path]:
-    """adapters/tiny/v1 and v2 from one short run, laid out as `gatekeeper train` writes them, and the registry path."""
+def two_tiny_versions(tmp_path: Path, tiny_base: Path, tiny_task: Path,
+                      provenance: dict | None = None) -> tuple[Path, Path, Path]:
+    """adapters/tiny/v1 and v2 from one short run, laid out as `gatekeeper train` writes them, and the registry path.
+
+    ``provenance`` goes into the recipe's ``data.provenance`` (set name -> source, licence, customer_data).
+    """
+    import yaml
+
     from gatekeeper.bundle.recipe import load_recipe
     from gatekeeper.training.loop import train
     from gatekeeper.training.versions import write_candidate
 
-    recipe, root = load_recipe(write_recipe(tmp_path / "adapters" / "tiny", tiny_base, tiny_task,
-                                            training={"max_steps": 2, "eval_every": 2}))
+    path = write_recipe(tmp_path / "adapters" / "tiny", tiny_base, tiny_task, training={"max_steps": 2, "eval_every": 2})
+    if provenance is not None:
+        written = yaml.safe_load(path.read_text())
+        written["data"]["provenance"] = provenance
+        path.write_text(yaml.safe_dump(written, sort_keys=False), encoding="utf-8")
+    recipe, root = load_recipe(path)
     result = train(recipe, root)
     v1, v2 = write_candidate(result, recipe, root), write_candidate(result, recipe, root)
     return v1, v2, tmp_path / "adapters" / "versions.sqlite"

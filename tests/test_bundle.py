@@ -7,7 +7,7 @@ import pytest
 
 from gatekeeper.bundle.loading import load_bundle
 from gatekeeper.cli import main
-from tests.conftest import edit_manifest
+from tests.conftest import edit_manifest, write_recipe
 
 
 def run_check(bundle, tmp_path, capsys):
@@ -38,6 +38,12 @@ CASES = {
     "different base": (lambda b: edit_manifest(b, _other_base), "adapter was trained for base sha256 ffffffffffff"),
     "missing field": (lambda b: edit_manifest(b, lambda d: d.pop("task")), "field 'task': Field required"),
     "not a bundle": (lambda b: (b / "bundle.yaml").unlink(), "no such bundle manifest"),
+    "provenance of a missing set": (lambda b: edit_manifest(b, lambda d: d.update(provenance={"nope": {"licence": "mit"}})),
+                                    "provenance names set 'nope', which golden_sets does not have"),
+    "unknown provenance key": (lambda b: edit_manifest(b, lambda d: d.update(provenance={"train": {"licenze": "mit"}})),
+                               "unknown key 'provenance.train.licenze'"),
+    "bad licence": (lambda b: edit_manifest(b, lambda d: d.update(provenance={"train": {"licence": "GPL 3"}})),
+                    "field 'provenance.train.licence'"),
 }
 
 
@@ -100,3 +106,28 @@ def test_recipe_schema_export_is_current():
 
     committed = Path(__file__).parent.parent / "gatekeeper" / "report" / "schemas" / "recipe.schema.json"
     assert json.loads(committed.read_text()) == Recipe.model_json_schema()
+
+
+@pytest.mark.parametrize("provenance, message", [
+    ({"training": {"licence": "mit"}}, "provenance names set 'training', which the recipe does not have"),
+    ({"rehearsal": {"licence": "mit"}}, "provenance names set 'rehearsal'"),  # the recipe has no rehearsal pool
+    ({"train": {"licence": "mit", "owner": "acme"}}, "unknown key 'data.provenance.train.owner'"),
+    ({"train": {"customer_data": "sometimes"}}, "field 'data.provenance.train.customer_data'"),
+])
+def test_a_bad_recipe_provenance_is_one_line(provenance, message, tmp_path, tiny_task):
+    import yaml
+
+    from gatekeeper.bundle.recipe import load_recipe
+    from gatekeeper.errors import RecipeError
+
+    path = write_recipe(tmp_path, tmp_path / "base", tiny_task)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["data"]["provenance"] = provenance
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match=None) as raised:
+        load_recipe(path)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    recipe["data"]["provenance"] = {"train": {"source": "https://example.org", "licence": "MIT", "customer_data": False},
+                                    "eval": {}}
+    path.write_text(yaml.safe_dump(recipe))
+    assert load_recipe(path)[0].data.provenance["train"].licence == "MIT"

@@ -1,5 +1,7 @@
 """dataset_audit: one planted fault per rule fails that rule alone; clean data passes."""
 
+import json
+
 import pytest
 
 from gatekeeper.bundle.loading import load_bundle
@@ -8,7 +10,7 @@ from gatekeeper.cli import main
 from gatekeeper.gating.engine import run_gates
 from gatekeeper.gating.registry import get_gate
 from gatekeeper.testing import FakeRuntime
-from tests.conftest import distinct_items, replace_golden_sets
+from tests.conftest import distinct_items, edit_manifest, replace_golden_sets
 
 TRAIN = distinct_items("train", 80, seed=21)
 VALIDATION = distinct_items("validation", 12, seed=22)
@@ -160,3 +162,109 @@ def test_bad_parameters_are_parameter_errors(params, message):
 
     with pytest.raises(GateParameterError, match=message):
         get_gate("dataset_audit").build(params)
+
+
+# -- declared provenance ------------------------------------------------------
+CLEAN = {"source": "https://example.org/tickets", "licence": "cc-by-4.0", "customer_data": False}
+RULES = {"allowed_licences": ["apache-2.0", "cc-by-4.0"], "customer_data": False, "require_declared": True}
+
+
+def declare(bundle, **sets):
+    """Set bundle.yaml's provenance (set name -> declaration) and sign again."""
+    edit_manifest(bundle, lambda data: data.update(provenance=sets))
+    return bundle
+
+
+def test_the_declaration_is_reported_and_without_rules_changes_nothing(bundle_copy):
+    result, _ = audit(declare(with_sets(bundle_copy), train=CLEAN, validation={"licence": "apache-2.0"}))
+    assert result.status == "passed" and result.details["failed"] == []
+    assert result.details["provenance"] == {"declared": {
+        "eval": "undeclared", "train": CLEAN,
+        "validation": {"source": "undeclared", "licence": "apache-2.0", "customer_data": "undeclared"}}}
+    assert "provenance_breaches" not in {m.name for m in result.metrics}  # no rule set: no seventh check
+
+
+@pytest.mark.parametrize("train, params, expected", [
+    ({k: v for k, v in CLEAN.items() if k != "licence"}, {"allowed_licences": ["cc-by-4.0"]},
+     "set 'train' declares no licence (rule allowed_licences: [cc-by-4.0])"),
+    (CLEAN | {"licence": "gpl-3.0"}, {"allowed_licences": ["apache-2.0", "cc-by-4.0"]},
+     "set 'train' has licence 'gpl-3.0' (rule allowed_licences: [apache-2.0, cc-by-4.0])"),
+    (CLEAN | {"customer_data": True}, {"customer_data": False},
+     "set 'train' declares customer data (rule customer_data: false)"),
+    ({"licence": "cc-by-4.0"}, {"customer_data": False},
+     "set 'train' does not declare customer_data (rule customer_data: false)"),
+    ({"licence": "cc-by-4.0"}, {"require_declared": True},
+     "set 'train' does not declare source, customer_data (rule require_declared: true)"),
+])
+def test_a_declaration_that_breaks_a_rule_fails_naming_the_set_and_the_rule(bundle_copy, train, params, expected):
+    bundle = declare(with_sets(bundle_copy), train=train, validation=CLEAN)
+    result, _ = audit(bundle, **params)
+    assert result.status == "failed" and result.details["failed"] == ["provenance"]
+    assert result.summary == expected
+    assert result.metric("provenance_breaches").adapter == 1
+    assert [b["set"] for b in result.details["provenance"]["breaches"]] == ["train"]
+    assert audit(declare(bundle, train=CLEAN, validation=CLEAN), **params)[0].status == "passed"
+
+
+def test_a_clean_declaration_passes_every_rule_and_eval_is_not_judged_by_default(bundle_copy):
+    result, _ = audit(declare(with_sets(bundle_copy), train=CLEAN, validation=CLEAN | {"licence": "Apache-2.0"},
+                              eval=CLEAN | {"customer_data": True}), **RULES)
+    assert result.status == "passed", result.summary
+    assert result.metric("provenance_breaches").adapter == 0
+    assert result.details["provenance"]["judged"] == ["train", "validation"]
+    assert "train, validation: licence in [apache-2.0, cc-by-4.0]" in result.rule
+    # naming the sets brings eval under the rules
+    result, _ = audit(bundle_copy, **RULES, provenance_sets=["train", "validation", "eval"])
+    assert result.summary == "set 'eval' declares customer data (rule customer_data: false)"
+
+
+def test_an_undeclared_validation_set_fails_the_licence_rule(bundle_copy):
+    result, _ = audit(declare(with_sets(bundle_copy), train=CLEAN), allowed_licences=["cc-by-4.0"])
+    assert result.summary == "set 'validation' declares no licence (rule allowed_licences: [cc-by-4.0])"
+
+
+def test_the_rehearsal_pool_is_a_training_set(bundle_copy):
+    bundle = declare(with_sets(bundle_copy, rehearsal=distinct_items("rehearsal", 4, seed=25)),
+                     train=CLEAN, validation=CLEAN, rehearsal=CLEAN | {"licence": "proprietary"})
+    result, _ = audit(bundle, allowed_licences=["cc-by-4.0"])
+    assert result.details["provenance"]["judged"] == ["train", "validation", "rehearsal"]
+    assert result.summary == "set 'rehearsal' has licence 'proprietary' (rule allowed_licences: [cc-by-4.0])"
+
+
+def test_a_declaration_edited_without_signing_again_is_refused(bundle_copy, tmp_path, capsys):
+    bundle = with_sets(bundle_copy)
+    edit_manifest(bundle, lambda data: data.update(provenance={"train": CLEAN}), resign=False)
+    assert main(["check", str(bundle), "--out", str(tmp_path / "r"), "-q"]) == 2
+    assert "signature" in capsys.readouterr().err
+
+
+def test_provenance_shows_in_the_verdict_and_the_report(bundle_copy, tmp_path):
+    bundle = declare(with_sets(bundle_copy), train=CLEAN)
+    assert main(["check", str(bundle), "--out", str(tmp_path), "-q"]) == 0
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["bundle"]["provenance"] == {"train": CLEAN}
+    html = (tmp_path / "report.html").read_text()
+    assert "source https://example.org/tickets; licence <code>cc-by-4.0</code>; customer data no" in html
+    assert "<th>data validation</th><td>provenance undeclared</td>" in html
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"allowed_licences": ["not a licence"]}, "field 'allowed_licences.0'"),
+    ({"provenance_sets": []}, "field 'provenance_sets'"),
+    ({"customer_data": "no"}, "parameter 'customer_data'"),
+])
+def test_bad_provenance_parameters_are_parameter_errors(params, message):
+    from gatekeeper.errors import GateParameterError
+
+    with pytest.raises(GateParameterError, match=message):
+        get_gate("dataset_audit").build(params)
+
+
+def test_a_provenance_set_the_bundle_lacks_is_bad_input(bundle_copy, tmp_path, capsys):
+    bundle = with_sets(bundle_copy)
+    edit_manifest(bundle, lambda data: data.update(gates=[{"name": "dataset_audit",
+                                                           "params": {"customer_data": False,
+                                                                      "provenance_sets": ["nope"]}}]))
+    assert main(["check", str(bundle), "--out", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "golden set 'nope' is not in the bundle" in err

@@ -279,3 +279,31 @@ def test_a_dora_adapter_with_a_rank_pattern_fits(tiny_base, tiny_task, tmp_path)
     source = json.loads((bundle / "adapter_source.json").read_text())
     assert manifest["adapter"]["method"] == "dora" and source["use_dora"] is True
     assert source["rank_pattern"] == {"v_proj": 2} and source["layers"] == 4
+
+
+def test_init_writes_the_data_declaration_given_and_refuses_a_bad_one(adapter_copy, tiny_base, tiny_task, tmp_path):
+    from gatekeeper.bundle.adopt import adopt_adapter
+    from gatekeeper.bundle.manifest import DataProvenance
+    from gatekeeper.bundle.signing import load_verified
+    from gatekeeper.errors import BundleError
+
+    def adopt(out, **options):
+        return adopt_adapter(adapter_copy, base=str(tiny_base), name="tiny-adopted", out=out,
+                             golden={"eval": tiny_task / "eval.jsonl", "train": tiny_task / "train.jsonl"},
+                             contract=tiny_task / "contract.schema.json", **options)
+
+    plain = adopt(tmp_path / "plain" / "v1")
+    assert yaml.safe_load((plain.path / "bundle.yaml").read_text())["provenance"] == {}  # left empty, to fill in
+    declared = adopt(tmp_path / "declared" / "v1", provenance={
+        "train": {"source": "notebook export", "licence": "apache-2.0", "customer_data": True},
+        "eval": DataProvenance(licence="cc-by-4.0")})
+    assert yaml.safe_load((declared.path / "bundle.yaml").read_text())["provenance"] == {
+        "eval": {"licence": "cc-by-4.0"},
+        "train": {"source": "notebook export", "licence": "apache-2.0", "customer_data": True}}
+    load_verified(declared.path)  # signed with the declaration in it
+    for provenance, message in (({"validation": {}}, "provenance for set 'validation': no such golden set"),
+                                ({"train": {"licence": "a b"}}, "provenance for set 'train': field 'licence'"),
+                                ({"train": {"owner": "x"}}, "provenance for set 'train': unknown key 'owner'")):
+        with pytest.raises(BundleError, match=message):
+            adopt(tmp_path / "refused" / "v1", provenance=provenance)
+        assert not (tmp_path / "refused").exists()

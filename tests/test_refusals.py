@@ -88,3 +88,45 @@ def test_rollback_refusals_change_nothing(versions, tmp_path, capsys):
 def test_sweep_refusals_train_nothing_and_write_nothing(argv, message, tmp_path, tiny_base, tiny_task, capsys):
     recipe = write_recipe(tmp_path / "c", tiny_base, tiny_task)
     assert message in _refused(capsys, tmp_path, "sweep", str(recipe), *argv, "--out", str(tmp_path / "out"))
+
+
+def test_promote_refused_by_the_channel_policy_changes_nothing(versions, tmp_path, capsys):
+    v1, v2, store = versions
+    assert main(["check", str(v1), "--out", str(tmp_path / "r1"), "-q"]) == 0
+    assert main(["promote", str(v1), "--channel", "candidate"]) == 0
+    capsys.readouterr()
+    policy = tmp_path / "adapters" / "policy.yaml"
+    policy.write_text("production:\n  customer_data: false\n")
+    # the tiny versions declare nothing: customer_data: false asks for a declaration
+    assert "set 'train' does not declare customer_data (rule customer_data: false)" in _refused(
+        capsys, tmp_path, "promote", str(v1), "--channel", "production")
+    edit_manifest(v1, lambda d: d.update(provenance={"train": {"customer_data": True}, "validation": {"customer_data": False}}))
+    assert "set 'train' declares customer data (rule customer_data: false)" in _refused(
+        capsys, tmp_path, "promote", str(v1))
+
+
+def test_promote_refused_by_the_policy_creates_no_store(versions, tmp_path, capsys):
+    v1, _, store = versions
+    (tmp_path / "adapters" / "policy.yaml").write_text("candidate:\n  allowed_licences: [mit]\n")
+    assert "set 'train' declares no licence (rule allowed_licences: [mit])" in _refused(
+        capsys, tmp_path, "promote", str(v1), "--channel", "candidate")
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("prod:\n  customer_data: false\n", "unknown key 'prod'"),
+    ("production:\n  licences: [mit]\n", "unknown key 'production.licences'"),
+    ("production:\n  customer_data: nope\n", "field 'production.customer_data'"),
+    ("production:\n  allowed_licences: [not a licence]\n", "field 'production.allowed_licences.0'"),
+    ("production: [customer_data]\n", "field 'production'"),
+    ("production: {customer_data: false\n", "malformed YAML at line"),
+    ("- production\n", "expected a mapping of fields"),
+])
+def test_a_malformed_policy_is_one_line_naming_the_file_and_field(text, message, versions, tmp_path, capsys):
+    v1, _, store = versions
+    assert main(["check", str(v1), "--out", str(tmp_path / "r1"), "-q"]) == 0
+    capsys.readouterr()
+    policy = tmp_path / "adapters" / "policy.yaml"
+    policy.write_text(text)
+    err = _refused(capsys, tmp_path, "promote", str(v1))
+    assert f"{policy.resolve()}: " in err and message in err

@@ -96,13 +96,13 @@ def test_report_is_the_same_for_the_same_verdict_and_names_no_date():
 
 
 def test_a_long_training_curve_is_thinned_but_keeps_its_ends():
-    from gatekeeper.check import CURVE_POINTS, _thin
+    from gatekeeper.gating.evidence import CURVE_POINTS, thin_curve
 
     curve = [[step, 1 / step] for step in range(1, 251)]
-    thinned = _thin(curve)
+    thinned = thin_curve(curve)
     assert len(thinned) <= CURVE_POINTS + 1
     assert thinned[0] == curve[0] and thinned[-1] == curve[-1]
-    assert _thin(curve[:10]) == curve[:10]
+    assert thin_curve(curve[:10]) == curve[:10]
 
 
 def test_the_outcome_strip_keeps_a_set_on_one_band_until_cells_would_get_too_small():

@@ -5,7 +5,8 @@ sharing its pieces through ``gatekeeper.bundle.assembly``) less the recipe and t
 training record, which only gatekeeper's trainer has: the adapter files in
 ``adapter/``, the contract and golden sets in ``data/``, the base's reference,
 hash and tokenizer fingerprints, ``serving_profile.json``, a provenance record
-``adapter_source.json``, and a preset of gates, signed.
+``adapter_source.json``, the data's declared provenance (``provenance`` in
+``bundle.yaml``, empty unless given), and a preset of gates, signed.
 
 Everything is checked before anything is written, and from files alone: the
 adapter's config and safetensors header, its fit to the base's weight shapes
@@ -22,7 +23,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gatekeeper._util.documents import read_json, read_text
+import pydantic
+
+from gatekeeper._util.documents import read_json, read_text, validation_problem
 from gatekeeper._util.files import pickled_files, staged_dir
 from gatekeeper._util.hashing import sha256_text
 from gatekeeper._util.text import first_line, quote
@@ -45,6 +48,7 @@ from gatekeeper.bundle.manifest import (
     AdapterRef,
     BaseRef,
     Bundle,
+    DataProvenance,
     GateSpec,
     PromptTemplate,
     TaskSpec,
@@ -110,15 +114,19 @@ def adopt_adapter(
     name: str,
     prompt: PromptTemplate | None = None,
     out: str | Path | None = None,
+    provenance: dict[str, DataProvenance | dict] | None = None,
 ) -> Adopted:
     """Check an adapter trained elsewhere and write it as a signed bundle at ``out`` (default ``adapters/<name>/v<N>``).
 
     ``golden`` maps set names to JSONL files and must hold ``eval``. ``out`` must not exist; its
-    name ``vN`` gives the version (1 otherwise). Every refusal is one line (a GatekeeperError).
+    name ``vN`` gives the version (1 otherwise). ``provenance`` declares per set its source, licence
+    and customer data (``bundle.yaml``'s ``provenance``; left empty when not given). Every refusal
+    is one line (a GatekeeperError).
     """
     adapter_dir, prompt = Path(adapter_dir), prompt or PromptTemplate()
     target = Path(out) if out is not None else None
     _check_request(name, prompt, golden, target)
+    provenance = _declaration(provenance or {}, golden)
     config, shapes = _read_adapter(adapter_dir)
     resolved = resolve_base(base)
     layers = fit_to_base(config, shapes, base_shapes(resolved.path), config_path=adapter_dir / CONFIG_FILE,
@@ -146,6 +154,7 @@ def adopt_adapter(
                                files=files),
             task=TaskSpec(contract=file_ref(staging, f"data/{CONTRACT_FILE}"), prompt=prompt),
             golden_sets=golden_refs(staging, [n for n in SPLITS if n in items] + sorted(set(items) - set(SPLITS))),
+            provenance=provenance,
             gates=preset_gates(items, contract_doc),
             adapter_source=write_json(staging, SOURCE_FILE, source),
             serving_profile=write_serving_profile(staging, tokenizer),
@@ -166,6 +175,21 @@ def _check_request(name: str, prompt: PromptTemplate, golden: dict, target: Path
             raise BundleError(f"golden set name {quote(set_name)}: use letters, digits, '_' and '-'")
     if target is not None and (target.exists() or target.is_symlink()):
         raise BundleError(f"{target}: already exists; init writes a new bundle, never over a directory")
+
+
+def _declaration(provenance: dict, golden: dict) -> dict[str, DataProvenance]:
+    """Each set's declared provenance, for sets that were given, each a valid declaration."""
+    found = {}
+    for set_name, declared in provenance.items():
+        if set_name not in golden:
+            raise BundleError(f"provenance for set {quote(set_name)}: no such golden set was given "
+                              f"(given: {', '.join(golden)})")
+        try:
+            found[set_name] = DataProvenance.model_validate(
+                declared.model_dump(exclude_none=True) if isinstance(declared, DataProvenance) else declared)
+        except pydantic.ValidationError as exc:
+            raise BundleError(f"provenance for set {quote(set_name)}: {validation_problem(exc)}") from None
+    return dict(sorted(found.items()))
 
 
 def _read_adapter(adapter_dir: Path) -> tuple[dict, dict]:

@@ -1,13 +1,15 @@
 """Golden sets (JSONL) and output contracts (JSON Schema).
 
-A golden set line is ``{"id": ..., "input": ..., "expected": ...}``. Every
-problem is reported with the file and line it was found on.
+A golden set line is ``{"id": ..., "input": ..., "expected": ...}``, with any
+further keys kept as the item's ``extra`` (a ``source`` or ``group`` the
+overfitting gate splits items by). Every problem is reported with the file and
+line it was found on.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ class GoldenItem:
     input: str
     expected: Any
     line: int
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    """The line's other keys (``source``, ``group``, ...), as written; empty when it has none.
+    Left out of the hash, so an item hashes as it did before it had extras."""
 
 
 def load_jsonl(path: str | Path) -> list[GoldenItem]:
@@ -54,7 +59,8 @@ def load_jsonl(path: str | Path) -> list[GoldenItem]:
         if record["id"] in first_seen:
             raise GoldenSetError(path, number, f"duplicate id {record['id']!r} (first on line {first_seen[record['id']]})")
         first_seen[record["id"]] = number
-        items.append(GoldenItem(record["id"], record["input"], record["expected"], number))
+        extra = {key: value for key, value in record.items() if key not in REQUIRED_FIELDS}
+        items.append(GoldenItem(record["id"], record["input"], record["expected"], number, extra))
     if not items:
         raise GoldenSetError(path, None, "no items")
     return items

@@ -47,6 +47,22 @@ MethodName = Literal["lora", "qlora", "dora", "galore"]
 FULL_WEIGHT_METHODS = ("galore",)  # methods that change the base's own weights rather than add a peft adapter
 
 
+LICENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.:+-]*$"
+"""A licence identifier as SPDX writes one (``Apache-2.0``, ``CC-BY-4.0``, ``LicenseRef-acme-internal``);
+compared case-insensitively, as SPDX matches identifiers."""
+
+
+class DataProvenance(Document):
+    """Where one data set came from and what it may be used for; a field left out is undeclared."""
+
+    source: str | None = Field(None, min_length=1)
+    """Free text or a URL: who wrote or collected the data, and where it lives."""
+    licence: str | None = Field(None, pattern=LICENCE_PATTERN)
+    """The licence the data is under, as an SPDX-like identifier (``apache-2.0``, ``cc-by-4.0``)."""
+    customer_data: bool | None = None
+    """Whether the set holds data from customers (tickets, messages, anything a customer wrote)."""
+
+
 class AdapterRef(Document):
     path: str = "adapter"
     """The adapter directory: a peft adapter (adapter_config.json, adapter_model.safetensors) for kind
@@ -174,6 +190,9 @@ class Bundle(Document):
     task: TaskSpec
     golden_sets: dict[str, FileRef]
     """Name -> file. ``eval`` is the evaluation split; ``train`` the training data."""
+    provenance: dict[str, DataProvenance] = Field(default_factory=dict)
+    """Golden set name -> where it came from, its licence, whether it holds customer data: the
+    declaration ``dataset_audit`` reports and a release policy judges. A set left out is undeclared."""
     gates: list[GateSpec]
     decoding: Decoding = Field(default_factory=Decoding)
     serving: Serving = Field(default_factory=Serving)
@@ -184,6 +203,14 @@ class Bundle(Document):
     """Where an adapter trained elsewhere came from and what it is (JSON), when ``gatekeeper init`` wrote the bundle."""
     serving_profile: FileRef | None = None
     """Chat template, special and stop tokens the adapter was trained with (JSON)."""
+
+    @model_validator(mode="after")
+    def _provenance_names_golden_sets(self):
+        unknown = sorted(set(self.provenance) - set(self.golden_sets))
+        if unknown:
+            raise ValueError(f"provenance names set {unknown[0]!r}, which golden_sets does not have "
+                             f"(it has {', '.join(self.golden_sets) or 'none'})")
+        return self
 
     def file_refs(self) -> list[FileRef]:
         refs = [self.task.contract, *self.golden_sets.values()]

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from gatekeeper._util.documents import Document, read_yaml, validated
 from gatekeeper.bundle.base import DEFAULT_BASE
 from gatekeeper.bundle.manifest import (
+    DataProvenance,
     Decoding,
     GateSpec,
     MethodName,
@@ -90,12 +91,20 @@ class DataSettings(Document):
     """More golden sets the gates use (name -> JSONL file), e.g. ``regression`` and ``control``."""
     rehearsal: RehearsalSettings | None = None
     """Keep behaviour outside the task: the base's own answers to other requests, trained on alongside."""
+    provenance: dict[str, DataProvenance] = Field(default_factory=dict)
+    """Per data set (``train``, ``validation``, ``eval``, an ``extra`` name, ``rehearsal``): its ``source``,
+    ``licence`` and ``customer_data``. Copied into the bundle's manifest, where the signature covers it."""
 
     @model_validator(mode="after")
     def _names(self):
         taken = {"train", "validation", "eval", "contract", "rehearsal"} & set(self.extra)
         if taken:
             raise ValueError(f"extra golden set name {sorted(taken)[0]!r} is reserved")
+        sets = ["train", "validation", "eval", *self.extra, *(["rehearsal"] if self.rehearsal else [])]
+        unknown = sorted(set(self.provenance) - set(sets))
+        if unknown:
+            raise ValueError(f"provenance names set {unknown[0]!r}, which the recipe does not have "
+                             f"(it has {', '.join(sets)})")
         return self
 
 

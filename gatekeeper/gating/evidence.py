@@ -74,3 +74,14 @@ def label_of(parsed: Any, field: str | None) -> Any:
     if field is None or not isinstance(parsed, dict):
         return None
     return parsed.get(field)
+
+
+CURVE_POINTS = 100
+"""Points a curve keeps in a verdict: enough for a plot; a full per-step curve would swamp verdict.json."""
+
+
+def thin_curve(curve: list, points: int = CURVE_POINTS) -> list:
+    """Every k-th point and always the last, so the plot keeps its shape and its end."""
+    step = -(-len(curve) // points) or 1
+    kept = curve[::step]
+    return kept if not curve or kept[-1] == curve[-1] else kept + [curve[-1]]

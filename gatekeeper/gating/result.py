@@ -63,6 +63,19 @@ class Example(Document):
     note: str = ""
 
 
+class Figure(Document):
+    """A plot the report draws from numbers the gate measured: the verdict keeps the numbers, the
+    report the picture (``gatekeeper.report.plots``), so a changed plot is a changed number in a diff."""
+
+    kind: Literal["reliability", "loss_curves"]
+    """``reliability``: ``data`` has ``base`` and ``adapter``, each a list of bins
+    (``low``, ``high``, ``count``, ``confidence``, ``accuracy``). ``loss_curves``: ``data`` has
+    ``val_curve`` and ``train_curve`` ([step, loss] pairs), ``selected_step`` and optionally
+    ``window`` ([first step, last step] of the span a trend was judged on)."""
+    caption: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 Status = Literal["passed", "failed", "skipped", "error"]
 
 
@@ -78,6 +91,8 @@ class GateResult(Document):
     paired: Paired | None = None
     evidence: list[Example] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
+    figures: list[Figure] = Field(default_factory=list)
+    """Plots of this gate's evidence, drawn in report.html under its metrics."""
     error: str | None = None
     skip_reason: str | None = None
     """Why a ``skipped`` gate was not evaluated: the adapter kind it does not judge, or the request

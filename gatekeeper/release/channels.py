@@ -8,8 +8,9 @@ from gatekeeper._util.hashing import sha256_file
 from gatekeeper.bundle.loading import LoadedBundle
 from gatekeeper.bundle.signing import load_verified
 from gatekeeper.errors import BundleError
+from gatekeeper.release.policy import load_policy
 from gatekeeper.release.restore import drill
-from gatekeeper.release.store import VersionStore, VersionStoreError, store_for
+from gatekeeper.release.store import PolicyUse, VersionStore, VersionStoreError, store_for
 
 
 def _verified(path: Path) -> tuple[LoadedBundle, str]:
@@ -50,6 +51,11 @@ def promote(path: Path, channel: str) -> str:
     bundle, signature = _verified(path)
     name, version = bundle.manifest.name, bundle.manifest.version
     location = store_for(bundle.root)
+    policy = load_policy(location)  # adapters/policy.yaml: a malformed one is refused before anything is written
+    if policy is not None:
+        policy.check(bundle, channel)  # the signed data declaration against the channel's rules
+    used = PolicyUse(policy.path, policy.sha256) if policy is not None else None
+    under = f"; under {policy.path.name} sha256 {policy.sha256[:12]}" if policy is not None else ""
     if channel == "production" and not location.is_file():  # refused before anything is created
         raise VersionStoreError(f"{name} v{version} has no verdict: run `gatekeeper check {path}` first")
     with VersionStore(location) as store:
@@ -62,12 +68,12 @@ def promote(path: Path, channel: str) -> str:
             if not verdict["passed"]:
                 raise VersionStoreError(f"{name} v{version}: latest verdict failed (exit code {verdict['exit_code']}); refusing to promote")
             store.register(name, version, bundle.root.resolve(), bundle.manifest_sha256, signature)
-            previous = store.set_production(name, version, "promote")
+            previous = store.set_production(name, version, "promote", used)
             was = f" (v{previous} archived)" if previous and previous != version else ""
-            return f"{name} v{version} is now production{was}"
+            return f"{name} v{version} is now production{was}{under}"
         store.register(name, version, bundle.root.resolve(), bundle.manifest_sha256, signature)
-        store.set_channel(name, version, channel)
-        return f"{name} v{version} is now {channel}"
+        store.set_channel(name, version, channel, used)
+        return f"{name} v{version} is now {channel}{under}"
 
 
 def rollback(name: str, version: int, store_path: Path, *, replay: bool = True, device: str | None = None) -> str:

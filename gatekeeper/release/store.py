@@ -62,7 +62,20 @@ CREATE TABLE IF NOT EXISTS events (
     actor TEXT NOT NULL,
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS policies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
 """
+# A table, never a new column: CREATE TABLE IF NOT EXISTS brings an older store up to date when it
+# is opened, with nothing to migrate. ``policies`` holds the release policy (``release.policy``) a
+# channel change was allowed under, tied to that change's event.
 
 
 class VersionStoreError(GatekeeperError):
@@ -89,6 +102,14 @@ def _crash_point(name: str) -> None:
     """Fault injection for the kill-safety tests: die here, mid-transaction, like a SIGKILL would."""
     if os.environ.get("GATEKEEPER_CRASH_AT") == name:
         os._exit(137)
+
+
+@dataclass(frozen=True)
+class PolicyUse:
+    """The release policy file a channel change was judged against: where it was and its sha256."""
+
+    path: Path
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -160,8 +181,11 @@ class VersionStore:
                 (name, version, manifest_sha256, str(path), sha256, _now()),
             )
 
-    def set_production(self, name: str, version: int, action: str) -> int | None:
-        """Make ``version`` the one production version; the previous one is archived. Returns it."""
+    def set_production(self, name: str, version: int, action: str, policy: PolicyUse | None = None) -> int | None:
+        """Make ``version`` the one production version; the previous one is archived. Returns it.
+
+        ``policy``, the release policy the change was judged against, is recorded in the same transaction.
+        """
         with self._transaction():
             previous = self.production(name)
             if previous is not None and previous.version != version:
@@ -170,23 +194,34 @@ class VersionStore:
             _crash_point("after_archive")
             current = self.version(name, version)
             self.db.execute("UPDATE versions SET channel='production' WHERE name=? AND version=?", (name, version))
-            self._event(name, version, action, current.channel, "production")
+            event = self._event(name, version, action, current.channel, "production")
+            self._policy(event, name, version, "production", policy)
             _crash_point("before_commit")
         return previous.version if previous else None
 
-    def set_channel(self, name: str, version: int, channel: str) -> None:
+    def set_channel(self, name: str, version: int, channel: str, policy: PolicyUse | None = None) -> None:
         if channel not in CHANNELS:
             raise VersionStoreError(f"unknown channel {channel!r}; channels are {', '.join(CHANNELS)}")
         with self._transaction():
             current = self.version(name, version)
             self.db.execute("UPDATE versions SET channel=? WHERE name=? AND version=?", (channel, name, version))
-            self._event(name, version, f"set {channel}", current.channel, channel)
+            event = self._event(name, version, f"set {channel}", current.channel, channel)
+            self._policy(event, name, version, channel, policy)
 
-    def _event(self, name, version, action, channel_from, channel_to) -> None:
-        self.db.execute(
+    def _event(self, name, version, action, channel_from, channel_to) -> int:
+        cursor = self.db.execute(
             "INSERT INTO events (name, version, action, channel_from, channel_to, actor, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (name, version, action, channel_from, channel_to, _actor(), _now()),
         )
+        return cursor.lastrowid
+
+    def _policy(self, event: int, name: str, version: int, channel: str, policy: PolicyUse | None) -> None:
+        if policy is not None:
+            self.db.execute(
+                "INSERT INTO policies (event_id, name, version, channel, path, sha256, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (event, name, version, channel, str(policy.path), policy.sha256, _now()),
+            )
 
     # -- reads --------------------------------------------------------------
     def version(self, name: str, version: int) -> VersionRow:
@@ -226,6 +261,14 @@ class VersionStore:
         keys = ("version", "passed", "exit_code", "verdict_sha256", "recorded_at")
         rows = self.db.execute(
             "SELECT version, passed, exit_code, verdict_sha256, recorded_at FROM verdicts WHERE name=? ORDER BY id", (name,)
+        )
+        return [dict(zip(keys, r)) for r in rows]
+
+    def policies(self, name: str) -> list[dict]:
+        """Every release policy a channel change of ``name`` was judged against, oldest first, with its event."""
+        keys = ("event_id", "version", "channel", "path", "sha256", "recorded_at")
+        rows = self.db.execute(
+            "SELECT event_id, version, channel, path, sha256, recorded_at FROM policies WHERE name=? ORDER BY id", (name,)
         )
         return [dict(zip(keys, r)) for r in rows]
 

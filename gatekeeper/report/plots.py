@@ -89,8 +89,13 @@ def outcome_strip(ids: list[str], base_ok: list[bool], adapter_ok: list[bool], m
     return _svg("strip", round(width, 1), round(y, 1), label, body)
 
 
-def curve(val: list[list[float]], train: list[list[float]] | None = None, width: int = 560, height: int = 200) -> Markup:
-    """Validation loss (and training loss when given) by step; the dot marks the lowest validation loss."""
+def curve(val: list[list[float]], train: list[list[float]] | None = None, width: int = 560, height: int = 200,
+          selected: float | None = None, window: list[float] | None = None) -> Markup:
+    """Validation loss (and training loss when given) by step; the dot marks the lowest validation loss.
+
+    ``selected``: the step whose weights were kept, drawn as a dashed vertical line; ``window``:
+    [first, last] step of a span shaded behind the curves (where a trend was judged).
+    """
     if len(val) < 2:
         return EMPTY
     train = train or []
@@ -101,6 +106,10 @@ def curve(val: list[list[float]], train: list[list[float]] | None = None, width:
     sx = lambda v: left + (v - x0) / ((x1 - x0) or 1) * (width - left - right)  # noqa: E731
     sy = lambda v: top + (y1 - v) / ((y1 - y0) or 1) * (height - top - bottom)  # noqa: E731
     body = []
+    if window is not None:
+        wx0, wx1 = sx(window[0]), sx(window[1])
+        body.append(f'<rect class="window" x="{wx0:.1f}" y="{top}" width="{max(wx1 - wx0, 1.5):.1f}" '
+                    f'height="{height - top - bottom}"><title>trend judged over steps {window[0]:g}-{window[1]:g}</title></rect>')
     for k in range(3):  # three horizontal grid lines with their values
         value = y0 + (y1 - y0) * k / 2
         body.append(f'<line class="grid" x1="{left}" y1="{sy(value):.1f}" x2="{width - right}" y2="{sy(value):.1f}"/>')
@@ -113,11 +122,56 @@ def curve(val: list[list[float]], train: list[list[float]] | None = None, width:
             body.append(f'<polyline class="{name}" fill="none" points="{path}"/>')
     best = min(val, key=lambda p: p[1])
     body.append(f'<circle class="best" cx="{sx(best[0]):.1f}" cy="{sy(best[1]):.1f}" r="4"/>')
+    if selected is not None:
+        body.append(f'<line class="selected" x1="{sx(selected):.1f}" y1="{top}" x2="{sx(selected):.1f}" '
+                    f'y2="{height - bottom}"><title>selected step {selected:g}</title></line>')
+        body.append(f'<text class="selected" x="{sx(selected) + 3:.1f}" y="{top + 10}">selected {selected:g}</text>')
     body.append(f'<text class="legend val" x="{width - right}" y="12" text-anchor="end">validation loss</text>')
     if len(train) >= 2:
         body.append(f'<text class="legend train" x="{width - right - 110}" y="12" text-anchor="end">training loss</text>')
     label = f"validation loss by step, lowest {best[1]:.4f} at step {best[0]:g}"
+    if selected is not None:
+        label += f", step {selected:g} selected"
     return _svg("curve", width, height, label, body)
+
+
+def reliability(base: list[dict] | None, adapter: list[dict] | None, size: int = 240) -> Markup:
+    """Reliability diagram: accuracy (y) against mean top-label confidence (x) per confidence bin,
+    base (grey) and adapter (blue), with the diagonal a calibrated model lies on.
+
+    Each side is a list of bins (``count``, ``confidence``, ``accuracy``, ``low``, ``high``); empty
+    bins are left out. A point above the diagonal is underconfident, below it overconfident.
+    """
+    sides = [(name, [b for b in bins if b.get("count")]) for name, bins in (("base", base), ("adapter", adapter)) if bins]
+    if not any(bins for _, bins in sides):
+        return EMPTY
+    left, right, top, bottom = 36, 10, 10, 30
+    inner = size - left - right
+    height = top + inner + bottom
+    sx = lambda v: left + max(0.0, min(1.0, v)) * inner  # noqa: E731
+    sy = lambda v: top + (1 - max(0.0, min(1.0, v))) * inner  # noqa: E731
+    body = [
+        f'<rect class="frame" x="{left}" y="{top}" width="{inner}" height="{inner}"/>',
+        f'<line class="diag" x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(1):.1f}" y2="{sy(1):.1f}"/>',
+    ]
+    for value in (0.0, 0.5, 1.0):
+        body.append(f'<text x="{sx(value):.1f}" y="{top + inner + 12}" text-anchor="middle">{value:g}</text>')
+        body.append(f'<text x="{left - 4}" y="{sy(value) + 4:.1f}" text-anchor="end">{value:g}</text>')
+    body.append(f'<text x="{left + inner / 2:.1f}" y="{height - 4}" text-anchor="middle">confidence</text>')
+    body.append(f'<text x="10" y="{top + inner / 2:.1f}" text-anchor="middle" '
+                f'transform="rotate(-90 10 {top + inner / 2:.1f})">accuracy</text>')
+    for name, bins in sides:
+        if len(bins) >= 2:
+            path = " ".join(f"{sx(b['confidence']):.1f},{sy(b['accuracy']):.1f}" for b in bins)
+            body.append(f'<polyline class="{name}" points="{path}"/>')
+        for b in bins:
+            body.append(
+                f'<circle class="{name}" cx="{sx(b["confidence"]):.1f}" cy="{sy(b["accuracy"]):.1f}" r="3">'
+                f'<title>{name}: {b["count"]} items with confidence {b["low"]:g}-{b["high"]:g}, '
+                f'mean {b["confidence"]:.3f}, accuracy {b["accuracy"]:.3f}</title></circle>'
+            )
+    counts = ", ".join(f"{name} {sum(b['count'] for b in bins)} items in {len(bins)} bins" for name, bins in sides)
+    return _svg("reliability", size, height, f"reliability diagram: {counts}", body)
 
 
 def _fmt(value: float | None) -> str:

@@ -18,11 +18,12 @@ import jinja2
 from markupsafe import Markup
 
 from gatekeeper._util.files import write_atomic
-from gatekeeper.gating.result import GateResult
+from gatekeeper.gating.result import Figure, GateResult
 from gatekeeper.report import plots
 from gatekeeper.verdict.model import Verdict
 
 if TYPE_CHECKING:
+    from gatekeeper.training.inspect import Inspection
     from gatekeeper.verdict.diff import VerdictDiff
 
 REPORT_FILES = ("verdict.json", "junit.xml", "report.html")
@@ -76,7 +77,8 @@ def _environment() -> jinja2.Environment:
     env.filters["signed"] = _signed
     env.filters["oneline"] = oneline
     env.filters["raw"] = raw
-    env.globals.update(plots=plots, strip=outcome_strip)
+    env.filters["text"] = lambda value: Markup(_text(value))
+    env.globals.update(plots=plots, strip=outcome_strip, figure=figure)
     return env
 
 
@@ -133,6 +135,17 @@ def outcome_strip(result: GateResult) -> Markup:
     return plots.outcome_strip(list(result.outcomes), base, list(result.outcomes.values()))
 
 
+def figure(fig: Figure) -> Markup:
+    """A gate's figure drawn from the numbers in its result; a kind this version cannot draw, nothing."""
+    data = fig.data
+    if fig.kind == "reliability":
+        return plots.reliability(data.get("base"), data.get("adapter"))
+    if fig.kind == "loss_curves":
+        return plots.curve(data.get("val_curve") or [], data.get("train_curve"), selected=data.get("selected_step"),
+                           window=data.get("window"))
+    return plots.EMPTY
+
+
 def render_html(verdict: Verdict) -> str:
     return _environment().get_template("report.html.j2").render(v=verdict)
 
@@ -144,6 +157,17 @@ def render_diff_html(diff: VerdictDiff) -> str:
 def write_diff_html(diff: VerdictDiff, path: Path) -> Path:
     """Write the side-by-side diff; a reader never sees a half-written file."""
     return write_atomic(path, render_diff_html(diff))
+
+
+def render_inspect_html(inspection: Inspection) -> str:
+    from gatekeeper.training import inspect
+
+    return _environment().get_template("inspect.html.j2").render(i=inspection, ins=inspect)
+
+
+def write_inspect_html(inspection: Inspection, path: Path) -> Path:
+    """``gatekeeper inspect --html``: the terminal's view as one self-contained page, written atomically."""
+    return write_atomic(path, render_inspect_html(inspection))
 
 
 def write_reports(verdict: Verdict, out_dir: Path) -> dict[str, Path]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gatekeeper.bundle.goldens import Contract, GoldenItem, answer_text, load_jsonl
 from gatekeeper.bundle.manifest import PromptTemplate
+from gatekeeper.bundle.recipe import DataSettings
 from gatekeeper.errors import RecipeError
 
 
@@ -33,6 +34,31 @@ def load_training_split(path: Path, contract: Contract) -> list[GoldenItem]:
     return items
 
 
+@dataclass(frozen=True)
+class RecipeData:
+    """A recipe's data, read and checked as training reads it before the first step."""
+
+    contract: Contract
+    train: list[GoldenItem]
+    validation: list[GoldenItem]
+    eval: list[GoldenItem]
+
+
+def load_recipe_data(data: DataSettings, root: Path) -> RecipeData:
+    """Every check training makes on the data before a model loads (``gatekeeper inspect`` makes the same):
+    the contract, the two training splits (contract, repeated inputs), the eval split, the extra golden
+    sets and the rehearsal pool, each stopping at its first problem with file and line."""
+    contract = Contract.load(root / data.contract)
+    train_items = load_training_split(root / data.train, contract)
+    val_items = load_training_split(root / data.validation, contract)
+    eval_items = load_jsonl(root / data.eval)
+    for extra in data.extra.values():  # fail now, not after training, on a bad golden set
+        load_jsonl(root / extra)
+    if data.rehearsal is not None:  # read again when the base answers it; a bad file should not wait for the model
+        load_jsonl(root / data.rehearsal.prompts)
+    return RecipeData(contract, train_items, val_items, eval_items)
+
+
 def encode(items: list[GoldenItem], tokenizer, prompt: PromptTemplate) -> list[Encoded]:
     from gatekeeper.runtime.prompts import encode_example
 
@@ -40,13 +66,18 @@ def encode(items: list[GoldenItem], tokenizer, prompt: PromptTemplate) -> list[E
             for item in items]
 
 
+def too_long(encoded: list[Encoded], max_seq_len: int) -> list[Encoded]:
+    """The examples ``max_seq_len`` would cut: training refuses them (``check_lengths``), inspect lists them."""
+    return [e for e in encoded if len(e) > max_seq_len]
+
+
 def check_lengths(encoded: list[Encoded], max_seq_len: int, source: Path) -> int:
     """Refuse when any example would be cut (nothing is ever truncated); return the longest length in tokens."""
-    too_long = [e for e in encoded if len(e) > max_seq_len]
-    if too_long:
-        worst = max(too_long, key=len)
+    cut = too_long(encoded, max_seq_len)
+    if cut:
+        worst = max(cut, key=len)
         raise RecipeError(
-            f"{source}: {len(too_long)} example(s) exceed max_seq_len={max_seq_len} and their answers would be cut "
+            f"{source}: {len(cut)} example(s) exceed max_seq_len={max_seq_len} and their answers would be cut "
             f"(longest: {worst.id}, {len(worst)} tokens); raise training.max_seq_len"
         )
     return max((len(e) for e in encoded), default=0)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 from gatekeeper.bundle.base import ResolvedBase, resolve_base
-from gatekeeper.bundle.goldens import Contract, load_jsonl
 from gatekeeper.bundle.recipe import Recipe
 from gatekeeper.errors import RecipeError
 from gatekeeper.training.data import (
@@ -23,7 +22,7 @@ from gatekeeper.training.data import (
     check_lengths,
     collate,
     encode,
-    load_training_split,
+    load_recipe_data,
 )
 from gatekeeper.training.distill import distillation_loss
 
@@ -99,12 +98,8 @@ def train(
     settings = recipe.training
     data = recipe.data
     # Validate everything before the first step: a typo should cost seconds, not a run.
-    contract = Contract.load(root / data.contract)
-    train_items = load_training_split(root / data.train, contract)
-    val_items = load_training_split(root / data.validation, contract)
-    load_jsonl(root / data.eval)
-    for extra in data.extra.values():  # fail now, not after training, on a bad golden set
-        load_jsonl(root / extra)
+    checked = load_recipe_data(data, root)
+    train_items, val_items = checked.train, checked.validation
     base = resolve_base(recipe.base, relative_to=root)
     tokenizer = load_tokenizer(base.path)
     train_set = encode(train_items, tokenizer, data.prompt)

@@ -71,6 +71,7 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
         task=TaskSpec(contract=file_ref(staging, f"data/{CONTRACT_FILE}"), prompt=data.prompt),
         golden_sets=golden_refs(
             staging, ["eval", "train", "validation", *sorted(data.extra), *(["rehearsal"] if data.rehearsal else [])]),
+        provenance=dict(sorted(data.provenance.items())),  # the recipe's declaration, signed with the manifest
         gates=recipe.gates,
         decoding=recipe.decoding,
         # a QLoRA adapter is served over the same 4-bit base it was trained on

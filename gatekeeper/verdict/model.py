@@ -31,6 +31,8 @@ class BundleSummary(Document):
     golden_sets: dict[str, str]
     """Golden set name -> sha256."""
     signature: str = "unsigned"
+    provenance: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Golden set name -> its declared source, licence and customer data, as the manifest gives them."""
     training: dict[str, Any] = Field(default_factory=dict)
     """Summary of the training record (steps, best step, validation curve)."""
 
