@@ -7,6 +7,7 @@ Relative paths are relative to the recipe file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -197,7 +198,8 @@ class Recipe(Document):
 
 def output_dir(recipe: Recipe, root: Path) -> Path:
     """Where the recipe's versions go: ``output_dir`` relative to the recipe's directory ``root``, or ``root``."""
-    return (root / recipe.output_dir) if recipe.output_dir else root
+    # normpath: "../name" prints as a sibling directory, not as a path through this one
+    return Path(os.path.normpath(root / recipe.output_dir)) if recipe.output_dir else root
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, Path]:
