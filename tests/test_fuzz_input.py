@@ -27,7 +27,12 @@ def _damaged(original: bytes, how: str, rng: random.Random) -> bytes:
     if how == "random":
         return rng.randbytes(rng.choice([1, 17, 512, 4096]))
     if how == "truncated":
-        return original[: rng.randrange(0, max(1, len(original) // 2))]
+        # Cut half-way through a line in the first half, chosen by line, not by byte: files
+        # hold this machine's absolute paths, and a byte offset would land somewhere else
+        # (perhaps on a line boundary that leaves a valid, shorter document) on another.
+        lines = original.splitlines(keepends=True) or [original]
+        line = rng.randrange(0, max(1, len(lines) // 2))
+        return b"".join(lines[:line]) + lines[line][: len(lines[line]) // 2]
     if how == "utf16":
         return original.decode("utf-8", errors="replace").encode("utf-16")
     if how == "empty":
