@@ -16,6 +16,7 @@ BUNDLE defaults to the newest adapters/support-ticket-json/vN.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,8 @@ def main() -> int:
         if reason:
             sys.exit(reason)
         started = time.perf_counter()
-        with vllm_server(prepared.base.path, {"candidate": prepared.bundle.adapter_dir}) as server:
+        rank = json.loads((prepared.bundle.adapter_dir / "adapter_config.json").read_text())["r"]
+        with vllm_server(prepared.base.path, {"candidate": prepared.bundle.adapter_dir}, max_lora_rank=rank) as server:
             print(f"vLLM server ready in {time.perf_counter() - started:.1f} s at {server.base_url}")
             engine = OpenAIRuntime(OpenAIServing(base_url=server.base_url, base_model="base",
                                                  adapter_model="candidate", max_concurrency=args.concurrency),
