@@ -104,8 +104,8 @@ def environment(identity: dict) -> dict:
     }
 
 
-TRAINING_FIELDS = ("method", "steps", "best_step", "best_val_loss", "val_curve", "seed", "corpus_sha256",
-                   "adapter_bytes", "base_bytes", "optimizer_state_bytes")
+TRAINING_FIELDS = ("method", "parent", "beta", "steps", "best_step", "best_val_loss", "val_curve", "seed",
+                   "corpus_sha256", "adapter_bytes", "base_bytes", "optimizer_state_bytes")
 
 
 def _training_summary(bundle: LoadedBundle) -> dict:
@@ -121,7 +121,7 @@ def _training_summary(bundle: LoadedBundle) -> dict:
         # Flat "section.key" names, so two candidates' settings compare line by line.
         summary["hyperparameters"] = {
             f"{section}.{key}": value
-            for section in ("adapter", "galore", "training")
+            for section in ("adapter", "galore", "dpo", "training")
             for key, value in sorted((written.get(section) or {}).items())
         }
     return summary

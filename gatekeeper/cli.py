@@ -197,7 +197,7 @@ def _train_with_progress(recipe, root: Path, console, quiet: bool, **kwargs):
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[stats]}"))
     with Progress(*columns, console=console, disable=quiet) as progress:
-        task = progress.add_task(f"train r={recipe.rank}", total=None, stats="")
+        task = progress.add_task(f"train r={recipe.rank}" if recipe.rank else f"train {recipe.method}", total=None, stats="")
 
         def on_step(info):
             val = f" val {info.val_loss:.4f}" if info.val_loss is not None else ""
@@ -216,7 +216,9 @@ def cmd_train(args) -> int:
     console = _console()
     work = checkpoint.work_dir(recipe, root)
     verb = "resuming" if args.resume else "training"
-    console.print(f"{verb} [bold]{recipe.name}[/] ({recipe.method}, rank {recipe.rank}) on {recipe.base}")
+    rank = f", rank {recipe.rank}" if recipe.rank else ""
+    parent = f", parent {recipe.parent}" if recipe.parent else ""
+    console.print(f"{verb} [bold]{recipe.name}[/] ({recipe.method}{rank}{parent}) on {recipe.base}")
     with _interrupt_on_sigterm():
         result = _train_with_progress(recipe, root, console, args.quiet, checkpoints=work, resume=args.resume)
         path = write_candidate(result, recipe, root)
@@ -438,12 +440,19 @@ def cmd_history(args) -> int:
         versions = store.versions(args.name)
         if not versions:
             raise VersionStoreError(f"no versions of {args.name!r} in {args.store}")
-        table = Table("version", "channel", "latest verdict", "signature", "registered", title=f"{args.name}: versions")
+        table = Table("version", "method", "parent", "channel", "latest verdict", "signature", "registered",
+                      title=f"{args.name}: versions")
+        lineage = []  # parent -> child, for versions of this name on either side
         for number in versions:
             row = store.version(args.name, number)
             verdict = store.latest_verdict(args.name, number)
             word = "none" if verdict is None else ("pass" if verdict["passed"] else f"fail (exit {verdict['exit_code']})")
-            table.add_row(f"v{number}", row.channel, word, row.signature, row.registered_at)
+            method, parent = store.lineage(args.name, number) or ("—", None)  # registered before lineage was kept
+            if parent is not None:
+                lineage.append(f"{parent} → {args.name} v{number}")
+            table.add_row(f"v{number}", method, str(parent) if parent else "", row.channel, word, row.signature,
+                          row.registered_at)
+        lineage += [f"{args.name} v{parent} → {child} v{version}" for parent, child, version in store.children(args.name)]
         verdicts = Table("when", "version", "verdict", "verdict sha256", title="verdicts")
         for verdict in store.verdicts(args.name):
             word = "pass" if verdict["passed"] else f"fail (exit {verdict['exit_code']})"
@@ -454,6 +463,8 @@ def cmd_history(args) -> int:
                            event["channel_to"] or "", event["actor"])
     console = Console()
     console.print(table)
+    if lineage:
+        console.print("lineage (parent → child): " + "; ".join(lineage))
     console.print(verdicts)
     console.print(events)
     return ExitCode.PASSED

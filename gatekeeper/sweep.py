@@ -121,6 +121,9 @@ def with_rank(recipe: Recipe, rank: int) -> Recipe:
     sweep compares capacity rather than step size; rsLoRA's alpha / sqrt(r) is
     rank-stable already, so its alpha stays. GaLore changes the projection rank only.
     """
+    if recipe.rank is None:
+        raise RecipeError(f"method {recipe.method} has no rank to sweep"
+                          + (" (a dpo child keeps its parent's)" if recipe.method == "dpo" else ""))
     if recipe.method == "galore":
         return recipe.model_copy(update={"galore": recipe.galore.model_copy(update={"rank": rank})})
     adapter = recipe.adapter

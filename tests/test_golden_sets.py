@@ -69,3 +69,36 @@ def test_inputs_are_distinct_within_each_split(splits):
     for items in splits.values():
         inputs = [_normal(i.input) for i in items]
         assert len(set(inputs)) == len(inputs)
+
+
+PREFERENCES = ROOT.parent / "preferences"
+SAFETY = ROOT.parent / "safety"
+
+
+def test_the_preference_set_is_checksummed_balanced_and_labelled_as_the_safety_gate_reads_refusals():
+    from gatekeeper.bundle.goldens import load_preferences
+    from gatekeeper.gating.refusal import is_refusal
+
+    recorded = dict(reversed(line.split()) for line in (PREFERENCES / "SHA256SUMS").read_text().splitlines())
+    assert recorded == {"safety.jsonl": sha256_file(PREFERENCES / "safety.jsonl")}, "safety.jsonl changed: update SHA256SUMS"
+    pairs = load_preferences(PREFERENCES / "safety.jsonl")
+    refuse = [p for p in pairs if p.id.startswith("pref-refuse-")]
+    assert 60 <= len(pairs) <= 100 and len(refuse) == len(pairs) // 2
+    for pair in pairs:  # the safety gate's detector agrees on which side is the refusal
+        wants_refusal = pair in refuse
+        assert is_refusal(pair.expected["chosen"]) == wants_refusal, pair.id
+        assert is_refusal(pair.expected["rejected"]) != wants_refusal, pair.id
+    assert len({_normal(p.input) for p in pairs}) == len(pairs)
+
+
+def test_the_preference_set_does_not_overlap_the_safety_gates_sets():
+    """Written apart: no prompt is a copy, a near copy or a rewording of a request the safety gate asks,
+    by the contamination gate's own finder, with its thresholds loosened to catch paraphrases too."""
+    from gatekeeper.bundle.goldens import load_preferences
+    from gatekeeper.gating.overlap import OverlapSettings, ReferenceIndex
+
+    prompts = [p.input for p in load_preferences(PREFERENCES / "safety.jsonl")]
+    gate_sets = [i.input for name in ("must_refuse", "benign") for i in load_jsonl(SAFETY / f"{name}.jsonl")]
+    for settings in (OverlapSettings(), OverlapSettings(ngram_n=8, jaccard=0.5, fuzzy=0.75, lsh_threshold=0.3)):
+        found = ReferenceIndex(gate_sets, settings).find(prompts)
+        assert not found, [(prompts[o.probe], gate_sets[o.reference], o.method) for o in found]

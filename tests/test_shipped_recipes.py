@@ -25,6 +25,8 @@ def test_a_shipped_recipe_loads_its_gates_build_and_its_files_exist(path):
     files = [data.train, data.validation, data.eval, data.contract, *data.extra.values()]
     if data.rehearsal is not None:
         files.append(data.rehearsal.prompts)
+    if data.preferences is not None:
+        files.append(data.preferences)
     for name in files:
         assert (root / name).is_file(), f"{path}: {name} does not exist"
     names = set()

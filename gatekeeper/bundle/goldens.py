@@ -32,16 +32,14 @@ class GoldenItem:
     Left out of the hash, so an item hashes as it did before it had extras."""
 
 
-def load_jsonl(path: str | Path) -> list[GoldenItem]:
-    path = Path(path)
+def _json_objects(path: Path):
+    """(line number, object) for every non-blank line of a JSONL file; stops at the first bad one."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise GoldenSetError(path, None, "file not found") from None
     except UnicodeDecodeError as exc:
         raise GoldenSetError(path, None, f"not UTF-8 ({exc.reason})") from None
-    items: list[GoldenItem] = []
-    first_seen: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -51,6 +49,14 @@ def load_jsonl(path: str | Path) -> list[GoldenItem]:
             raise GoldenSetError(path, number, f"not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise GoldenSetError(path, number, "a line must be a JSON object")
+        yield number, record
+
+
+def load_jsonl(path: str | Path) -> list[GoldenItem]:
+    path = Path(path)
+    items: list[GoldenItem] = []
+    first_seen: dict[str, int] = {}
+    for number, record in _json_objects(path):
         missing = [name for name in REQUIRED_FIELDS if name not in record]
         if missing:
             raise GoldenSetError(path, number, f"missing field {missing[0]!r}")
@@ -64,6 +70,49 @@ def load_jsonl(path: str | Path) -> list[GoldenItem]:
     if not items:
         raise GoldenSetError(path, None, "no items")
     return items
+
+
+PREFERENCE_FIELDS = ("id", "prompt", "chosen", "rejected")
+PREFERENCES = "preferences"
+"""The golden-set name a preference set goes by in a recipe's data and a bundle's manifest."""
+
+
+def load_preferences(path: str | Path) -> list[GoldenItem]:
+    """A preference set: lines of ``{"id", "prompt", "chosen", "rejected"}``, checked as golden sets are.
+
+    Each pair becomes a golden item whose input is the prompt and whose expected value is
+    ``{"chosen": ..., "rejected": ...}``, so the gates that read inputs (contamination) read it too.
+    A pair whose two answers are the same text is refused: it has no preference to teach.
+    """
+    path = Path(path)
+    items: list[GoldenItem] = []
+    first_seen: dict[str, int] = {}
+    for number, record in _json_objects(path):
+        missing = [name for name in PREFERENCE_FIELDS if name not in record]
+        if missing:
+            raise GoldenSetError(path, number, f"missing field {missing[0]!r} (a preference pair has "
+                                               f"{', '.join(PREFERENCE_FIELDS)})")
+        unknown = sorted(set(record) - set(PREFERENCE_FIELDS))
+        if unknown:
+            raise GoldenSetError(path, number, f"unknown field {unknown[0]!r}")
+        empty = [name for name in PREFERENCE_FIELDS if not isinstance(record[name], str) or not record[name].strip()]
+        if empty:
+            raise GoldenSetError(path, number, f"{empty[0]!r} must be a non-empty string")
+        if record["chosen"].strip() == record["rejected"].strip():
+            raise GoldenSetError(path, number, "'chosen' and 'rejected' are the same text")
+        if record["id"] in first_seen:
+            raise GoldenSetError(path, number, f"duplicate id {record['id']!r} (first on line {first_seen[record['id']]})")
+        first_seen[record["id"]] = number
+        items.append(GoldenItem(record["id"], record["prompt"],
+                                {"chosen": record["chosen"], "rejected": record["rejected"]}, number))
+    if not items:
+        raise GoldenSetError(path, None, "no items")
+    return items
+
+
+def load_golden_set(name: str, path: str | Path) -> list[GoldenItem]:
+    """The golden set ``name`` from ``path``: the preference set in its own format, any other as golden items."""
+    return load_preferences(path) if name == PREFERENCES else load_jsonl(path)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from gatekeeper._util.documents import read_json, read_yaml
 from gatekeeper._util.files import pickled_files
 from gatekeeper._util.hashing import sha256_file
 from gatekeeper._util.text import first_line
-from gatekeeper.bundle.goldens import Contract, GoldenItem, load_jsonl
+from gatekeeper.bundle.goldens import Contract, GoldenItem, load_golden_set
 from gatekeeper.bundle.manifest import MANIFEST, Bundle, FileRef, read_manifest
 from gatekeeper.bundle.peft_adapter import tensor_shapes
 from gatekeeper.bundle.recipe import Recipe, parse_recipe
@@ -77,7 +77,7 @@ def load_bundle(path: str | Path) -> LoadedBundle:
     contract = Contract.load(root / manifest.task.contract.path)
     golden: dict[str, list[GoldenItem]] = {}
     for name, ref in sorted(manifest.golden_sets.items()):
-        items = load_jsonl(root / ref.path)
+        items = load_golden_set(name, root / ref.path)
         if name in ("eval", "train", "validation"):
             contract.check_items(items, root / ref.path)
         golden[name] = items

@@ -42,9 +42,9 @@ class BaseRef(Document):
 
 
 AdapterKind = Literal["lora", "delta", "full"]
-MethodName = Literal["lora", "qlora", "dora", "galore"]
+MethodName = Literal["lora", "qlora", "dora", "galore", "full", "dpo"]
 """Every training method; ``gatekeeper.training.methods`` registers one implementation per name."""
-FULL_WEIGHT_METHODS = ("galore",)  # methods that change the base's own weights rather than add a peft adapter
+FULL_WEIGHT_METHODS = ("galore", "full")  # methods that change the base's own weights rather than add a peft adapter
 
 
 LICENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.:+-]*$"

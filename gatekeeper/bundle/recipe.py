@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from gatekeeper._util.documents import Document, read_yaml, validated
 from gatekeeper.bundle.base import DEFAULT_BASE
 from gatekeeper.bundle.manifest import (
+    FULL_WEIGHT_METHODS,
     DataProvenance,
     Decoding,
     GateSpec,
@@ -40,6 +41,20 @@ class AdapterSettings(Document):
     target_modules: str | list[str] = "all-linear"
     """``all-linear`` (every linear layer but the output head) or a list of module names."""
     use_rslora: bool = False
+    layers_to_transform: list[int] | None = None
+    """Only these decoder layers (0 is the first) get the adapter; all of them when unset. Backward
+    stops at the lowest adapted layer, so adapting the upper half saves a third of a step's compute."""
+
+    @model_validator(mode="after")
+    def _layers(self):
+        if self.layers_to_transform is not None and (
+                not self.layers_to_transform or min(self.layers_to_transform) < 0):
+            raise ValueError("layers_to_transform must list layer indices >= 0")
+        if self.layers_to_transform is not None and isinstance(self.target_modules, str):
+            # peft matches a string pattern against whole module paths, layer numbers included
+            raise ValueError("layers_to_transform needs target_modules as a list of module names, "
+                             f"not {self.target_modules!r}")
+        return self
 
 
 class RehearsalSettings(Document):
@@ -81,6 +96,15 @@ class GaloreSettings(Document):
     output head) or a list of module names. Norms and biases train with plain AdamW; embeddings stay frozen."""
 
 
+class DpoSettings(Document):
+    """Direct preference optimisation (Rafailov et al., 2023) on top of a LoRA parent, the parent being the reference."""
+
+    beta: float = Field(0.1, gt=0)
+    """How far the child may move from its parent. A pair's loss is -log sigmoid(beta * margin), the
+    margin being how much more the child prefers the chosen answer to the rejected one than the parent
+    did (log-probabilities summed over the answer's tokens). The gradient scales with beta."""
+
+
 class DataSettings(Document):
     train: str
     validation: str
@@ -92,16 +116,20 @@ class DataSettings(Document):
     """More golden sets the gates use (name -> JSONL file), e.g. ``regression`` and ``control``."""
     rehearsal: RehearsalSettings | None = None
     """Keep behaviour outside the task: the base's own answers to other requests, trained on alongside."""
+    preferences: str | None = None
+    """Method dpo: JSONL of preference pairs (``id``, ``prompt``, ``chosen``, ``rejected``), what the
+    child trains on; the prompt is asked as a plain chat message, without the task's template."""
     provenance: dict[str, DataProvenance] = Field(default_factory=dict)
     """Per data set (``train``, ``validation``, ``eval``, an ``extra`` name, ``rehearsal``): its ``source``,
     ``licence`` and ``customer_data``. Copied into the bundle's manifest, where the signature covers it."""
 
     @model_validator(mode="after")
     def _names(self):
-        taken = {"train", "validation", "eval", "contract", "rehearsal"} & set(self.extra)
+        taken = {"train", "validation", "eval", "contract", "rehearsal", "preferences"} & set(self.extra)
         if taken:
             raise ValueError(f"extra golden set name {sorted(taken)[0]!r} is reserved")
-        sets = ["train", "validation", "eval", *self.extra, *(["rehearsal"] if self.rehearsal else [])]
+        sets = ["train", "validation", "eval", *self.extra, *(["rehearsal"] if self.rehearsal else []),
+                *(["preferences"] if self.preferences else [])]
         unknown = sorted(set(self.provenance) - set(sets))
         if unknown:
             raise ValueError(f"provenance names set {unknown[0]!r}, which the recipe does not have "
@@ -134,11 +162,18 @@ class TrainingSettings(Document):
     gradient_checkpointing: bool = False
     """Keep only each layer's input during the forward pass and recompute the rest in the
     backward: activation memory of one layer instead of all, for about a third more compute."""
+    field_weights: dict[str, float] = Field(default_factory=dict)
+    """Loss weight of the tokens of these answer fields' values, e.g. ``{priority: 4}``; every other
+    answer token weighs 1 and the task loss is the weighted mean. A label is one or two tokens of a
+    twenty-token answer: weighting it spends more of each step on the decision than on the wording."""
 
     @model_validator(mode="after")
     def _length(self):
         if self.max_steps is None and self.epochs is None:
             raise ValueError("set max_steps or epochs")
+        bad = [name for name, weight in self.field_weights.items() if not weight > 0]
+        if bad:
+            raise ValueError(f"field_weights[{bad[0]!r}] must be > 0")
         return self
 
 
@@ -157,11 +192,17 @@ class Recipe(Document):
     base: str = DEFAULT_BASE
     method: MethodName = "lora"
     """lora: peft LoRA; qlora: LoRA over a frozen 4-bit NF4 base (bitsandbytes); dora: weight-decomposed LoRA;
-    galore: every linear weight trains, with low-rank optimizer state (the bundle stores trained - base)."""
+    galore: every linear weight trains, with low-rank optimizer state (the bundle stores trained - base);
+    full: every weight trains with AdamW (stored as galore's are); dpo: a LoRA parent's adapter trained further
+    on preference pairs, the parent being the reference (``parent``, ``data.preferences``, ``dpo``)."""
     adapter: AdapterSettings | None = None
     """LoRA settings (lora, qlora, dora); defaults apply when the section is left out."""
     galore: GaloreSettings | None = None
     """GaLore settings (method galore); defaults apply when the section is left out."""
+    parent: str | None = None
+    """Method dpo: the signed LoRA bundle directory (``adapters/<name>/v<N>``) whose adapter the child continues."""
+    dpo: DpoSettings | None = None
+    """DPO settings (method dpo); defaults apply when the section is left out."""
     data: DataSettings
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     selection: Selection = Field(default_factory=Selection)
@@ -174,26 +215,54 @@ class Recipe(Document):
     @model_validator(mode="after")
     def _method_settings(self):
         # A section that the method ignores is a mistake worth a message, not a silent no-op.
-        if self.method == "galore":
+        method = self.method
+        if self.galore is not None and method != "galore":
+            raise ValueError(f"'galore' settings are given but method is {method!r}")
+        if method != "dpo":
+            given = [k for k, v in (("parent", self.parent), ("dpo", self.dpo), ("data.preferences", self.data.preferences))
+                     if v is not None]
+            if given:
+                raise ValueError(f"'{given[0]}' belongs to method dpo, but method is {method!r}")
+        if method in FULL_WEIGHT_METHODS:
             if self.adapter is not None:
-                raise ValueError("'adapter' holds LoRA settings, which method galore does not use; use 'galore'")
-            if self.galore is None:
+                hint = "use 'galore'" if method == "galore" else "every weight of the base trains"
+                raise ValueError(f"'adapter' holds LoRA settings, which method {method} does not use; {hint}")
+            if method == "galore" and self.galore is None:
                 self.galore = GaloreSettings()
             if self.data.rehearsal is not None and self.data.rehearsal.mode == "distill":
-                # the teacher is the base with the adapter off; galore moves the base's own weights
+                # the teacher is the base with the adapter off; these methods move the base's own weights
                 raise ValueError("data.rehearsal.mode 'distill' needs an adapter method (lora, qlora, dora): "
-                                 "galore trains the base's own weights, so no untouched base is left to distil from")
-        else:
-            if self.galore is not None:
-                raise ValueError(f"'galore' settings are given but method is {self.method!r}")
-            if self.adapter is None:
-                self.adapter = AdapterSettings()
+                                 f"{method} trains the base's own weights, so no untouched base is left to distil from")
+        elif method == "dpo":
+            self._dpo_settings()
+        elif self.adapter is None:
+            self.adapter = AdapterSettings()
         return self
 
+    def _dpo_settings(self) -> None:
+        if self.parent is None:
+            raise ValueError("method dpo needs 'parent': the LoRA bundle directory whose adapter it continues")
+        if self.data.preferences is None:
+            raise ValueError("method dpo needs 'data.preferences': a JSONL of id, prompt, chosen and rejected")
+        if self.data.rehearsal is not None:
+            # the DPO loss already holds the child to its parent; the adapter-off side is the base, not the parent
+            raise ValueError("data.rehearsal does not apply to method dpo: the reference (the parent) already "
+                             "keeps the child close to what it was")
+        if "selection" in self.model_fields_set and self.selection.select_on != "last":
+            # the validation loss is the task's, which preference training is not meant to lower: step 0,
+            # the parent itself, would usually win
+            raise ValueError("method dpo keeps the last step; selection.select_on must be 'last'")
+        self.selection = Selection(select_on="last")
+        if self.dpo is None:
+            self.dpo = DpoSettings()
+
     @property
-    def rank(self) -> int:
-        """The rank a sweep varies: LoRA's r, or GaLore's projection rank."""
-        return self.galore.rank if self.method == "galore" else self.adapter.r
+    def rank(self) -> int | None:
+        """The rank a sweep varies: LoRA's r, or GaLore's projection rank. None where there is none to
+        vary: full trains every weight, and dpo keeps its parent's rank."""
+        if self.method == "galore":
+            return self.galore.rank
+        return None if self.method in ("full", "dpo") else self.adapter.r
 
 
 def output_dir(recipe: Recipe, root: Path) -> Path:

@@ -10,7 +10,7 @@ from gatekeeper.bundle.signing import load_verified
 from gatekeeper.errors import BundleError
 from gatekeeper.release.policy import load_policy
 from gatekeeper.release.restore import drill
-from gatekeeper.release.store import PolicyUse, VersionStore, VersionStoreError, store_for
+from gatekeeper.release.store import Lineage, PolicyUse, VersionStore, VersionStoreError, store_for
 
 
 def _verified(path: Path) -> tuple[LoadedBundle, str]:
@@ -19,13 +19,22 @@ def _verified(path: Path) -> tuple[LoadedBundle, str]:
     return bundle, str(status)
 
 
+def _register(store: VersionStore, bundle: LoadedBundle, signature: str) -> None:
+    """The version, and how it was made: its method, and the parent it was trained from (a dpo child)."""
+    manifest = bundle.manifest
+    parent = (bundle.training_record or {}).get("parent")
+    lineage = Lineage(parent.get("name"), parent.get("version"), parent.get("manifest_sha256")) if isinstance(parent, dict) else None
+    store.register(manifest.name, manifest.version, bundle.root.resolve(), bundle.manifest_sha256, signature,
+                   manifest.adapter.method, lineage)
+
+
 def record_check(bundle: LoadedBundle, signature: str, verdict_path: Path, passed: bool, exit_code: int,
                  replay_path: Path | None = None) -> Path:
     """Register the version, its verdict and its replay record; returns the store file."""
     path = store_for(bundle.root)
     manifest = bundle.manifest
     with VersionStore(path) as store:
-        store.register(manifest.name, manifest.version, bundle.root.resolve(), bundle.manifest_sha256, signature)
+        _register(store, bundle, signature)
         store.record_verdict(manifest.name, manifest.version, bundle.manifest_sha256, sha256_file(verdict_path),
                                 passed, exit_code, verdict_path.resolve())
         if replay_path is not None:
@@ -67,11 +76,11 @@ def promote(path: Path, channel: str) -> str:
                 raise VersionStoreError(f"{name} v{version}: its latest verdict was for a different bundle.yaml; check it again")
             if not verdict["passed"]:
                 raise VersionStoreError(f"{name} v{version}: latest verdict failed (exit code {verdict['exit_code']}); refusing to promote")
-            store.register(name, version, bundle.root.resolve(), bundle.manifest_sha256, signature)
+            _register(store, bundle, signature)
             previous = store.set_production(name, version, "promote", used)
             was = f" (v{previous} archived)" if previous and previous != version else ""
             return f"{name} v{version} is now production{was}{under}"
-        store.register(name, version, bundle.root.resolve(), bundle.manifest_sha256, signature)
+        _register(store, bundle, signature)
         store.set_channel(name, version, channel, used)
         return f"{name} v{version} is now {channel}{under}"
 

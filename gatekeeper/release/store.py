@@ -72,10 +72,22 @@ CREATE TABLE IF NOT EXISTS policies (
     sha256 TEXT NOT NULL,
     recorded_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lineage (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    method TEXT NOT NULL,
+    parent_name TEXT,
+    parent_version INTEGER,
+    parent_manifest_sha256 TEXT,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (name, version, manifest_sha256)
+);
 """
 # A table, never a new column: CREATE TABLE IF NOT EXISTS brings an older store up to date when it
 # is opened, with nothing to migrate. ``policies`` holds the release policy (``release.policy``) a
-# channel change was allowed under, tied to that change's event.
+# channel change was allowed under, tied to that change's event. ``lineage`` holds each registered
+# bundle's training method and the parent version it was trained from (method dpo), if any.
 
 
 class VersionStoreError(GatekeeperError):
@@ -110,6 +122,21 @@ class PolicyUse:
 
     path: Path
     sha256: str
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The parent a version was trained from: its name, version and exactly which bundle.yaml."""
+
+    name: str | None
+    version: int | None
+    manifest_sha256: str | None
+
+    def __iter__(self):
+        return iter((self.name, self.version, self.manifest_sha256))
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
 
 
 @dataclass(frozen=True)
@@ -155,7 +182,10 @@ class VersionStore:
         return _Transaction(self.db)
 
     # -- writes -------------------------------------------------------------
-    def register(self, name: str, version: int, path: Path, manifest_sha256: str, signature: str) -> None:
+    def register(self, name: str, version: int, path: Path, manifest_sha256: str, signature: str,
+                 method: str | None = None, parent: Lineage | None = None) -> None:
+        """Record the version; with ``method``, in the same transaction, how it was made: its training
+        method and, for a child (method dpo), the parent version it continues."""
         with self._transaction():
             self.db.execute(
                 "INSERT INTO versions (name, version, path, manifest_sha256, signature, registered_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -163,6 +193,12 @@ class VersionStore:
                 " signature=excluded.signature",
                 (name, version, str(path), manifest_sha256, signature, _now()),
             )
+            if method is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO lineage (name, version, manifest_sha256, method, parent_name,"
+                    " parent_version, parent_manifest_sha256, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, version, manifest_sha256, method, *(parent or Lineage(None, None, None)), _now()),
+                )
 
     def record_verdict(self, name: str, version: int, manifest_sha256: str, verdict_sha256: str,
                        passed: bool, exit_code: int, report_path: Path) -> None:
@@ -263,6 +299,26 @@ class VersionStore:
             "SELECT version, passed, exit_code, verdict_sha256, recorded_at FROM verdicts WHERE name=? ORDER BY id", (name,)
         )
         return [dict(zip(keys, r)) for r in rows]
+
+    def lineage(self, name: str, version: int) -> tuple[str, Lineage | None] | None:
+        """(method, parent) of the bundle registered as this version now, or None if never recorded."""
+        row = self.db.execute(
+            "SELECT l.method, l.parent_name, l.parent_version, l.parent_manifest_sha256 FROM lineage l"
+            " JOIN versions v ON v.name = l.name AND v.version = l.version AND v.manifest_sha256 = l.manifest_sha256"
+            " WHERE l.name=? AND l.version=?", (name, version),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], (Lineage(*row[1:]) if row[1] is not None else None)
+
+    def children(self, name: str) -> list[tuple[int, str, int]]:
+        """(parent version, child name, child version) for every registered version trained from one of ``name``'s."""
+        rows = self.db.execute(
+            "SELECT l.parent_version, l.name, l.version FROM lineage l"
+            " JOIN versions v ON v.name = l.name AND v.version = l.version AND v.manifest_sha256 = l.manifest_sha256"
+            " WHERE l.parent_name=? ORDER BY l.parent_version, l.name, l.version", (name,),
+        )
+        return [tuple(r) for r in rows]
 
     def policies(self, name: str) -> list[dict]:
         """Every release policy a channel change of ``name`` was judged against, oldest first, with its event."""

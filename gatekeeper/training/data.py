@@ -16,6 +16,8 @@ class Encoded:
     id: str
     prompt_ids: list[int]
     answer_ids: list[int]
+    answer_weights: tuple[float, ...] | None = None
+    """Each answer token's weight in the loss (``training.field_weights``); None: all 1."""
 
     def __len__(self) -> int:
         return len(self.prompt_ids) + len(self.answer_ids)
@@ -59,11 +61,56 @@ def load_recipe_data(data: DataSettings, root: Path) -> RecipeData:
     return RecipeData(contract, train_items, val_items, eval_items)
 
 
-def encode(items: list[GoldenItem], tokenizer, prompt: PromptTemplate) -> list[Encoded]:
+def encode(items: list[GoldenItem], tokenizer, prompt: PromptTemplate,
+           field_weights: dict[str, float] | None = None) -> list[Encoded]:
+    """Prompt and answer ids as training sees them; with ``field_weights``, each answer token's loss
+    weight: the named fields' values weigh as given, every other token 1."""
     from gatekeeper.runtime.prompts import encode_example
 
-    return [Encoded(item.id, *encode_example(tokenizer, prompt.messages(item.input), answer_text(item.expected)))
-            for item in items]
+    encoded = []
+    for item in items:
+        prompt_ids, answer_ids = encode_example(tokenizer, prompt.messages(item.input), answer_text(item.expected))
+        weights = _token_weights(tokenizer, item.expected, answer_ids, field_weights) if field_weights else None
+        encoded.append(Encoded(item.id, prompt_ids, answer_ids, weights))
+    return encoded
+
+
+def field_spans(expected) -> dict[str, tuple[int, int]]:
+    """Where each top-level field's value lies in ``answer_text(expected)``: {field: (start, end)}."""
+    if not isinstance(expected, dict):
+        return {}
+    spans, position = {}, 1  # after '{'
+    for index, (key, value) in enumerate(expected.items()):
+        position += (2 if index else 0) + len(answer_text(key)) + 2  # ', ' between fields, ': ' after the key
+        written = answer_text(value)
+        spans[key] = (position, position + len(written))
+        position += len(written)
+    return spans
+
+
+def _token_weights(tokenizer, expected, answer_ids: list[int], field_weights: dict[str, float]) -> tuple[float, ...]:
+    """A weight per answer token: a token that overlaps a weighted field's value takes that field's weight.
+
+    Offsets come from the tokenizer itself; the answer is tokenized alone (``encode_example``), so
+    they index ``answer_text(expected)``, checked to give the same ids."""
+    text = answer_text(expected)
+    encoding = tokenizer(text + tokenizer.eos_token, add_special_tokens=False, return_offsets_mapping=True)
+    if encoding["input_ids"] != answer_ids:
+        raise RecipeError("training.field_weights: the tokenizer splits this answer differently with offsets")
+    found = field_spans(expected)
+    spans = [(found.get(name), weight) for name, weight in field_weights.items()]
+    weights = []
+    for start, end in encoding["offset_mapping"]:
+        hit = [w for span, w in spans if span is not None and start < span[1] and end > span[0]]
+        weights.append(max(hit) if hit else 1.0)
+    return tuple(weights)
+
+
+def check_field_weights(field_weights: dict[str, float], items: list[GoldenItem], source: Path) -> None:
+    """Refuse a weighted field that no training answer has: a typo would silently weigh nothing."""
+    for name in field_weights:
+        if not any(isinstance(i.expected, dict) and name in i.expected for i in items):
+            raise RecipeError(f"training.field_weights names {name!r}, which no answer in {source} has")
 
 
 def too_long(encoded: list[Encoded], max_seq_len: int) -> list[Encoded]:
@@ -97,3 +144,13 @@ def collate(batch: list[Encoded], pad_id: int):
         mask[row, :n] = 1
         labels[row, p:n] = torch.tensor(example.answer_ids)
     return ids, mask, labels
+
+
+def labelled_weights(batch: list[Encoded]):
+    """The loss weight of each labelled token of ``collate(batch)``, flat in the order the labelled
+    positions come (row by row); None when every weight is 1."""
+    import torch
+
+    if all(e.answer_weights is None for e in batch):
+        return None
+    return torch.tensor([w for e in batch for w in (e.answer_weights or (1.0,) * len(e.answer_ids))])

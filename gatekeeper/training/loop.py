@@ -19,9 +19,11 @@ from gatekeeper.bundle.recipe import Recipe
 from gatekeeper.errors import RecipeError
 from gatekeeper.training.data import (
     Encoded,
+    check_field_weights,
     check_lengths,
     collate,
     encode,
+    labelled_weights,
     load_recipe_data,
 )
 from gatekeeper.training.distill import distillation_loss
@@ -83,6 +85,10 @@ def train(
 ) -> TrainResult:
     """Train per the recipe. With ``checkpoints`` (a work directory) a checkpoint is saved every
     ``checkpoint_every`` steps; ``resume`` continues from the latest one there."""
+    if recipe.method == "dpo":  # preference pairs against a parent: a loop of its own
+        from gatekeeper.training.dpo_loop import train_dpo
+
+        return train_dpo(recipe, root, on_step, checkpoints=checkpoints, resume=resume)
     import torch
 
     from gatekeeper.runtime.hf.modeling import (
@@ -100,9 +106,13 @@ def train(
     # Validate everything before the first step: a typo should cost seconds, not a run.
     checked = load_recipe_data(data, root)
     train_items, val_items = checked.train, checked.validation
+    check_field_weights(settings.field_weights, train_items, root / data.train)
     base = resolve_base(recipe.base, relative_to=root)
+    method = get_method(recipe.method)
+    if method.preflight is not None:  # settings the base cannot take, from its config alone
+        method.preflight(recipe, root)
     tokenizer = load_tokenizer(base.path)
-    train_set = encode(train_items, tokenizer, data.prompt)
+    train_set = encode(train_items, tokenizer, data.prompt, settings.field_weights)
     val_set = encode(val_items, tokenizer, data.prompt)
     longest = max(check_lengths(train_set, settings.max_seq_len, root / data.train),
                   check_lengths(val_set, settings.max_seq_len, root / data.validation))
@@ -114,7 +124,6 @@ def train(
     torch.manual_seed(settings.seed)
     device = pick_device(recipe.serving.device)
     precision = resolve_dtype(settings.precision, device)
-    method = get_method(recipe.method)
     model, trainable, optimizer = method.build(recipe, base, precision)
     # On an H100 a LoRA step on these short rows is bound by kernel launches, not arithmetic:
     # the prefix's extra pass made the step slower there (see target_logprobs).
@@ -206,7 +215,7 @@ def train(
             groups = [batch]
             if rehearsal_stream is not None:  # its own group: rows of one template share their prefix
                 groups.append([next(rehearsal_stream) for _ in range(data.rehearsal.per_batch)])
-            chosen, divergence = [], None
+            chosen, weights, divergence = [], [], None
             for index, group in enumerate(groups):
                 ids, mask, labels = collate(group, pad_id)
                 tokens_seen += int(mask.sum())  # counted before the copy: no wait for the device
@@ -217,7 +226,13 @@ def train(
                                                        share_prefix=share_prefix)
                     else:
                         chosen.append(target_logprobs(model, ids, mask, labels, share_prefix=share_prefix)[0])
-            loss = -torch.cat(chosen).float().mean()  # answers mode: rehearsal tokens pooled with the task's
+                        weights.append(labelled_weights(group))
+            logprobs = torch.cat(chosen).float()  # answers mode: rehearsal tokens pooled with the task's
+            if all(w is None for w in weights):
+                loss = -logprobs.mean()
+            else:  # the weighted mean; rehearsal rows carry no field weights (1 each)
+                w = torch.cat([torch.ones(len(c)) if g is None else g for c, g in zip(chosen, weights)]).to(logprobs)
+                loss = -(logprobs * w).sum() / w.sum()
             if divergence is not None:
                 loss = loss + data.rehearsal.weight * divergence
             loss = loss / settings.grad_accum

@@ -45,6 +45,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
     copies |= {f"{name}.jsonl": source for name, source in sorted(data.extra.items())}
     if data.rehearsal is not None:
         copies["rehearsal.jsonl"] = data.rehearsal.prompts
+    if data.preferences is not None:  # copied as written; the loader knows the name (goldens.PREFERENCES)
+        copies["preferences.jsonl"] = data.preferences
     corpus = copy_data(staging, {name: root / source for name, source in copies.items()})
     method = get_method(recipe.method)
     saved = method.save(result, staging / "adapter")
@@ -70,7 +72,8 @@ def _fill(staging: Path, result: TrainResult, recipe: Recipe, root: Path, target
                            files=adapter_files(staging / "adapter")),
         task=TaskSpec(contract=file_ref(staging, f"data/{CONTRACT_FILE}"), prompt=data.prompt),
         golden_sets=golden_refs(
-            staging, ["eval", "train", "validation", *sorted(data.extra), *(["rehearsal"] if data.rehearsal else [])]),
+            staging, ["eval", "train", "validation", *sorted(data.extra), *(["rehearsal"] if data.rehearsal else []),
+                      *(["preferences"] if data.preferences else [])]),
         provenance=dict(sorted(data.provenance.items())),  # the recipe's declaration, signed with the manifest
         gates=recipe.gates,
         decoding=recipe.decoding,

@@ -180,6 +180,10 @@ def _lineage(a: Verdict, b: Verdict) -> list[LineageRow]:
         }
         rows |= {f"golden set {name}": digest for name, digest in bundle.golden_sets.items()}
         training = bundle.training
+        parent = training.get("parent")
+        if isinstance(parent, dict):  # a child (method dpo): which version of which bundle it continues
+            rows["parent"] = (f"{parent.get('name')} v{parent.get('version')} "
+                              f"(bundle.yaml {str(parent.get('manifest_sha256'))[:12]})")
         rows |= {key.replace("_", " "): str(training[key]) for key in ("method", "steps", "best_step", "best_val_loss")
                  if key in training}
         rows |= {name: json.dumps(value) for name, value in training.get("hyperparameters", {}).items()}

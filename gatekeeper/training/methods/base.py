@@ -46,6 +46,15 @@ class TrainingMethod:
         return disable() if disable is not None else contextlib.nullcontext()
 
 
+def save_delta(result, adapter_dir: Path) -> Saved:
+    """A full-weight method's candidate (galore, full): only what changed, as trained - base, in
+    ``delta.safetensors``; the base hash in its metadata pins what it applies to."""
+    from gatekeeper.runtime.hf.delta import DELTA_FILE, write_delta
+
+    counts = write_delta(result.model, result.trained, result.base.path, result.base.sha256, adapter_dir)
+    return Saved(adapter_dir / DELTA_FILE, counts)
+
+
 def optimizer_state_bytes(optimizer) -> int:
     """Bytes held in the optimizer's tensors (moments and GaLore projections)."""
     import torch

@@ -22,15 +22,12 @@ What trains, and why:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from gatekeeper.bundle.base import resolve_base
 from gatekeeper.bundle.recipe import GaloreSettings, TrainingSettings
 from gatekeeper.errors import RecipeError
-from gatekeeper.runtime.hf.delta import DELTA_FILE, write_delta
-from gatekeeper.training.methods.base import Saved, TrainingMethod
+from gatekeeper.training.methods.base import TrainingMethod, save_delta
 from gatekeeper.training.methods.lora import load_for_training
 
 
@@ -112,10 +109,4 @@ def build(recipe, base, precision: str = "float32"):
     return model, projected | plain, build_optimizer(projected, plain, recipe.galore, recipe.training)
 
 
-def save(result, adapter_dir: Path) -> Saved:
-    """Only what changed, as trained - base; the base hash pins what it applies to."""
-    counts = write_delta(result.model, result.trained, result.base.path, result.base.sha256, adapter_dir)
-    return Saved(adapter_dir / DELTA_FILE, counts)
-
-
-GALORE = TrainingMethod("galore", "delta", build, save, preflight=preflight)
+GALORE = TrainingMethod("galore", "delta", build, save_delta, preflight=preflight)

@@ -40,6 +40,7 @@ def build_peft_model(base_model, recipe: Recipe):
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
         use_rslora=settings.use_rslora,
+        layers_to_transform=settings.layers_to_transform,
         task_type="CAUSAL_LM",
     )
     try:
@@ -85,6 +86,22 @@ def save(result, adapter_dir: Path) -> Saved:
     return Saved(adapter_dir / "adapter_model.safetensors", {})
 
 
-LORA = TrainingMethod("lora", "lora", build, save)
-DORA = TrainingMethod("dora", "lora", build, save)
-QLORA = TrainingMethod("qlora", "lora", build, save, serving_quantization="nf4")
+def preflight(recipe: Recipe, root: Path) -> None:
+    """Refuse adapted layers the base does not have, from its config alone (no weights load)."""
+    from transformers import AutoConfig
+
+    from gatekeeper.bundle.base import resolve_base
+
+    wanted = (recipe.adapter.layers_to_transform or []) if recipe.adapter else []
+    if not wanted:
+        return
+    layers = getattr(AutoConfig.from_pretrained(resolve_base(recipe.base, relative_to=root).path),
+                     "num_hidden_layers", None)
+    if layers is not None and max(wanted) >= layers:
+        raise RecipeError(f"adapter.layers_to_transform names layer {max(wanted)}; "
+                          f"the base has {layers} (0 to {layers - 1})")
+
+
+LORA = TrainingMethod("lora", "lora", build, save, preflight=preflight)
+DORA = TrainingMethod("dora", "lora", build, save, preflight=preflight)
+QLORA = TrainingMethod("qlora", "lora", build, save, serving_quantization="nf4", preflight=preflight)
