@@ -107,6 +107,29 @@ def test_loss_and_gradients_equal_the_formula(tiny_base):
         assert torch.allclose(ours[name], grad, atol=1e-6, rtol=1e-4), name
 
 
+def test_the_sft_term_adds_the_chosen_answers_per_token_likelihood(tiny_base):
+    import torch
+
+    from gatekeeper.training.preference import dpo_batch_loss
+
+    model, tokenizer = _lora(tiny_base)
+    pairs = _pairs(tokenizer)
+    pad = tokenizer.pad_token_id
+    ref_c, ref_r = _moved_reference(model, pairs, pad)
+    plain, _ = dpo_batch_loss(model, pairs, ref_c, ref_r, 0.3, pad, "cpu")
+    weighted, margins = dpo_batch_loss(model, pairs, ref_c, ref_r, 0.3, pad, "cpu", sft_weight=0.7)
+    weighted.backward()
+    ours = _grads(model)
+    model.zero_grad()
+    nll = torch.stack([-_by_hand(model, p.chosen) / len(p.chosen.answer_ids) for p in pairs]).mean()
+    expected, _ = dpo_batch_loss(model, pairs, ref_c, ref_r, 0.3, pad, "cpu")
+    (expected + 0.7 * nll).backward()
+    assert float(nll.detach()) > 0.1  # the chosen answers are not already certain: the term has something to add
+    assert float(weighted.detach()) == pytest.approx(float(plain.detach()) + 0.7 * float(nll.detach()), rel=1e-5)
+    for name, grad in _grads(model).items():
+        assert torch.allclose(ours[name], grad, atol=1e-6, rtol=1e-4), name
+
+
 def _sgd_step_change(model, pairs, ref_c, ref_r, beta, pad_id) -> float:
     """The largest weight change of one plain gradient step (lr 1): the gradient itself, unrescaled."""
     import torch

@@ -103,6 +103,12 @@ class DpoSettings(Document):
     """How far the child may move from its parent. A pair's loss is -log sigmoid(beta * margin), the
     margin being how much more the child prefers the chosen answer to the rejected one than the parent
     did (log-probabilities summed over the answer's tokens). The gradient scales with beta."""
+    sft_weight: float = Field(0.0, ge=0)
+    """Weight of the chosen answer's own negative log-likelihood (per token) added to the DPO loss, as
+    RPO (Pang et al., 2024) and TRL's ``rpo_alpha`` do. DPO alone rewards a wider margin however it is
+    won, and on a small model it is won mostly by making the rejected answer unlikely: the pairs'
+    margins grow while the greedy answer stays what it was. This term makes the chosen answer itself
+    likely. 0 (the default) is plain DPO."""
 
 
 class DataSettings(Document):

@@ -100,7 +100,8 @@ def train_dpo(
             tokens_seen += sum(len(p.chosen) + len(p.rejected) for p in batch)
             with computing():
                 loss, margin = dpo_batch_loss(model, batch, ref_chosen[picked], ref_rejected[picked], beta,
-                                              pad_id, device, share_prefix=share_prefix)
+                                              pad_id, device, sft_weight=recipe.dpo.sft_weight,
+                                              share_prefix=share_prefix)
             (loss / settings.grad_accum).backward()
             step_loss += float(loss.detach()) / settings.grad_accum
             margins.append(margin.float().cpu())
@@ -128,6 +129,7 @@ def train_dpo(
         "parent": parent.lineage(recipe.parent),
         "reference": "the parent: its log-probabilities of every pair, computed once before the first step",
         "beta": beta,
+        "sft_weight": recipe.dpo.sft_weight,
         "seed": settings.seed,
         "steps": total_steps,
         "best_step": total_steps,  # the last step, always (see the module's docstring)

@@ -9,7 +9,9 @@ being trained, and ``ref`` is the reference policy: here the parent adapter, as
 loaded. Its log-probabilities are computed once, before the first step, on the
 very model that then trains (no gradients, dropout off) and kept: no second copy
 of the weights. At step 0 the model *is* the reference, so every margin is 0 and
-every pair's loss is log 2.
+every pair's loss is log 2. ``sft_weight`` adds the chosen answers' per-token
+negative log-likelihood (RPO; TRL's ``rpo_alpha``), which plain DPO lacks: its
+margin can widen by making the rejected answer unlikely alone.
 
 TRL's DPOTrainer is not used: it brings its own training loop, data collators
 and model wrappers, where this trainer has one loop, one encoding of prompts and
@@ -89,9 +91,15 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
 
 
 def dpo_batch_loss(model, pairs: list[EncodedPair], ref_chosen, ref_rejected, beta: float, pad_id: int, device,
-                   *, share_prefix: bool = True):
+                   *, sft_weight: float = 0.0, share_prefix: bool = True):
     """The mean DPO loss of a batch of pairs (to call ``backward`` on) and each pair's margin.
-    ``ref_chosen`` and ``ref_rejected`` are the reference's values for exactly these pairs."""
+    ``ref_chosen`` and ``ref_rejected`` are the reference's values for exactly these pairs. With
+    ``sft_weight`` the chosen answers' mean per-token negative log-likelihood is added, times it
+    (``DpoSettings.sft_weight``)."""
     chosen, rejected = pair_logprobs(model, pairs, pad_id, device, share_prefix=share_prefix)
     losses, margins = dpo_loss(chosen, rejected, ref_chosen.to(chosen), ref_rejected.to(chosen), beta)
-    return losses.mean(), margins
+    loss = losses.mean()
+    if sft_weight:
+        lengths = chosen.new_tensor([len(p.chosen.answer_ids) for p in pairs])
+        loss = loss + sft_weight * (-chosen / lengths).mean()
+    return loss, margins
