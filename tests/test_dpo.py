@@ -20,12 +20,20 @@ PAIRS = [{"id": f"pref-{k:03d}", "prompt": f"question {k}: how do I get into the
          for k, w in enumerate(["office", "garage", "server room", "locker"] * 3)]
 
 
-def dpo_recipe(directory, tiny_base, tiny_task, parent, pairs=PAIRS, **overrides):
-    """A dpo recipe over ``parent``, its preference set written beside it."""
+OTHER = [f"note {k}: tell me about the {w} near lake {k * 5}" for k, w in
+         enumerate(["weather", "birds", "music", "trees", "boats", "bread", "lamps", "clouds"] * 3)]
+
+
+def dpo_recipe(directory, tiny_base, tiny_task, parent, pairs=PAIRS, rehearsal=None, **overrides):
+    """A dpo recipe over ``parent``, its preference set (and a rehearsal pool, given ``rehearsal``) beside it."""
     preferences = write_jsonl(directory / "preferences.jsonl", pairs)
     data = {"train": str(tiny_task / "train.jsonl"), "validation": str(tiny_task / "validation.jsonl"),
             "eval": str(tiny_task / "eval.jsonl"), "contract": str(tiny_task / "contract.schema.json"),
             "preferences": str(preferences), "prompt": {"user": PROMPT_USER}}
+    if rehearsal is not None:
+        pool = write_jsonl(directory / "pool.jsonl", [{"id": f"r{k}", "input": t, "expected": None}
+                                                      for k, t in enumerate(OTHER[:16])])
+        data["rehearsal"] = {"prompts": str(pool), "per_batch": 4, "max_new_tokens": 6, **rehearsal}
     settings = {"method": "dpo", "adapter": None, "parent": None if parent is None else str(parent), "dpo": {"beta": 0.5}, "data": data,
                 "name": "tiny-dpo", **overrides}
     return write_recipe(directory, tiny_base, tiny_task, **settings)
@@ -314,8 +322,42 @@ def test_a_bad_preference_row_is_one_line_naming_file_and_line(row, message, bun
     assert len(errors) == 1 and re.search(message, errors[0]) and "Traceback" not in err, err
 
 
+def test_distillation_rehearsal_holds_the_child_to_the_base_on_other_requests(family, tiny_task, tmp_path):
+    """Weight 0 trains exactly as no rehearsal; weight 5 keeps the child nearer the base (the adapter off)
+    on requests neither the pairs nor the rehearsal pool hold."""
+    import torch
+
+    from gatekeeper.training.data import collate
+    from gatekeeper.training.distill import distillation_loss
+    from gatekeeper.training.methods.base import TrainingMethod
+    from gatekeeper.training.rehearsal import base_answers
+
+    _, parent, base = family
+    held_out = write_jsonl(tmp_path / "held-out.jsonl", [{"id": f"h{k}", "input": t, "expected": None}
+                                                         for k, t in enumerate(OTHER[16:])])
+    training = {"batch_size": 4, "max_steps": 8, "eval_every": 4, "learning_rate": 0.01, "warmup_steps": 1}
+    results, divergence = {}, {}
+    for name, rehearsal in (("none", None), ("zero", {"mode": "distill", "weight": 0.0}),
+                            ("five", {"mode": "distill", "weight": 5.0})):
+        recipe, root = load_recipe(dpo_recipe(tmp_path / name, base, tiny_task, parent, rehearsal=rehearsal,
+                                              training=training))
+        result = results[name] = train(recipe, root)
+        with result.model.disable_adapter():
+            rows, _ = base_answers(result.model, result.tokenizer, held_out, 8, 6, seed=0)
+        ids, mask, labels = collate(rows, result.tokenizer.pad_token_id)
+        with torch.no_grad():
+            divergence[name] = float(distillation_loss(result.model, TrainingMethod.base_side, ids, mask, labels))
+    assert results["five"].record["rehearsal"]["weight"] == 5.0 and "rehearsal" not in results["none"].record
+    assert results["zero"].record["train_curve"] == results["none"].record["train_curve"]
+    plain = dict(results["none"].model.named_parameters())
+    for name, param in results["zero"].model.named_parameters():
+        assert torch.equal(param, plain[name]), name
+    assert divergence["five"] < 0.5 * divergence["none"], divergence
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"parent": None}, "method dpo needs 'parent'"),
+    ({"data": "answers-rehearsal"}, "method dpo rehearses by distillation only"),
     ({"selection": {"select_on": "val_loss_min"}}, "method dpo keeps the last step"),
     ({"method": "lora", "adapter": {"r": 4}}, "'parent' belongs to method dpo, but method is 'lora'"),
 ])
@@ -325,4 +367,5 @@ def test_dpo_recipes_are_checked_when_read(overrides, message, tmp_path, tiny_ba
     with pytest.raises(RecipeError, match=message):
         settings = dict(overrides)
         parent = settings.pop("parent", tmp_path / "p")
-        load_recipe(dpo_recipe(tmp_path / "child", tiny_base, tiny_task, parent, **settings))
+        rehearsal = {"mode": "answers"} if settings.pop("data", None) == "answers-rehearsal" else None
+        load_recipe(dpo_recipe(tmp_path / "child", tiny_base, tiny_task, parent, rehearsal=rehearsal, **settings))

@@ -250,10 +250,11 @@ class Recipe(Document):
             raise ValueError("method dpo needs 'parent': the LoRA bundle directory whose adapter it continues")
         if self.data.preferences is None:
             raise ValueError("method dpo needs 'data.preferences': a JSONL of id, prompt, chosen and rejected")
-        if self.data.rehearsal is not None:
-            # the DPO loss already holds the child to its parent; the adapter-off side is the base, not the parent
-            raise ValueError("data.rehearsal does not apply to method dpo: the reference (the parent) already "
-                             "keeps the child close to what it was")
+        if self.data.rehearsal is not None and self.data.rehearsal.mode != "distill":
+            # the DPO loss only compares the pairs' answers; on ordinary requests nothing holds the child, and
+            # the distillation teacher (the adapter off) is the base the regression gate compares with
+            raise ValueError("method dpo rehearses by distillation only: set data.rehearsal.mode to 'distill' "
+                             "(the base's greedy answers would teach the child the base's wording as a task)")
         if "selection" in self.model_fields_set and self.selection.select_on != "last":
             # the validation loss is the task's, which preference training is not meant to lower: step 0,
             # the parent itself, would usually win

@@ -1,7 +1,8 @@
 """The trainer's loop for method dpo: a LoRA parent's adapter, trained further on preference pairs.
 
 It reads like ``gatekeeper.training.loop`` (warm-up and cosine schedule,
-gradient accumulation, clipping, periodic validation) with three differences:
+gradient accumulation, clipping, periodic validation, distillation rehearsal
+against the base with the adapter off) with three differences:
 the loss is DPO's (``gatekeeper.training.preference``) against the parent's
 log-probabilities, computed once before the first step; the validation loss is
 the task's, recorded so a reviewer sees what the preferences cost the task,
@@ -22,6 +23,7 @@ from gatekeeper.bundle.goldens import load_preferences
 from gatekeeper.bundle.recipe import Recipe
 from gatekeeper.errors import RecipeError
 from gatekeeper.training.data import check_lengths, collate, encode, load_recipe_data
+from gatekeeper.training.distill import distillation_loss
 from gatekeeper.training.loop import VALIDATION_BATCH, StepInfo, TrainResult, _validation_loss, lr_at
 from gatekeeper.training.preference import dpo_batch_loss, encode_pairs, reference_logprobs
 
@@ -41,6 +43,7 @@ def train_dpo(
     from gatekeeper.runtime.hf.modeling import compute_precision, pick_device, resolve_dtype
     from gatekeeper.runtime.prompts import load_tokenizer
     from gatekeeper.training.methods import optimizer_state_bytes
+    from gatekeeper.training.methods.base import TrainingMethod
     from gatekeeper.training.methods.dpo import build, load_parent
 
     settings, data = recipe.training, recipe.data
@@ -68,10 +71,23 @@ def train_dpo(
     def computing():
         return compute_precision(precision, device)
 
+    per_epoch = math.ceil(len(pairs) / (settings.batch_size * settings.grad_accum))
+    total_steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)
     model.eval()  # the reference: the parent's weights as loaded, dropout off, computed once
     with computing():
         ref_chosen, ref_rejected = reference_logprobs(model, pairs, pad_id, device, batch=VALIDATION_BATCH,
                                                       share_prefix=share_prefix)
+    rehearsal, rehearsal_record = [], None
+    if data.rehearsal is not None:  # mode distill (the recipe checks): the base is the adapter switched off
+        from gatekeeper.training.rehearsal import base_answers
+
+        with TrainingMethod.base_side(model), computing():
+            wanted = total_steps * settings.grad_accum * data.rehearsal.per_batch
+            rehearsal, rehearsal_record = base_answers(
+                model, tokenizer, root / data.rehearsal.prompts, wanted, data.rehearsal.max_new_tokens, settings.seed,
+                cache_key={"base": base.sha256, "method": recipe.method, "precision": precision, "device": device.type})
+        rehearsal_record.update(mode=data.rehearsal.mode, weight=data.rehearsal.weight)
+        check_lengths(rehearsal, settings.max_seq_len, root / data.rehearsal.prompts)
     val_batches = [tuple(t.to(device) for t in collate(val_set[i : i + VALIDATION_BATCH], pad_id))
                    for i in range(0, len(val_set), VALIDATION_BATCH)]
     with computing():
@@ -79,8 +95,6 @@ def train_dpo(
     train_curve: list[list[float]] = []
     preference_curve: list[list[float]] = []  # [step, share of pairs with a positive margin, mean margin]
 
-    per_epoch = math.ceil(len(pairs) / (settings.batch_size * settings.grad_accum))
-    total_steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)
     order = torch.Generator().manual_seed(settings.seed)
 
     def indices():  # pairs in a fresh seeded order each epoch
@@ -88,6 +102,14 @@ def train_dpo(
             yield from torch.randperm(len(pairs), generator=order).tolist()
 
     stream = indices()
+    rehearsal_order = torch.Generator().manual_seed(settings.seed + 1)  # its own: it cannot shift the pairs' order
+
+    def rehearsal_rows():
+        while True:
+            for i in torch.randperm(len(rehearsal), generator=rehearsal_order).tolist():
+                yield rehearsal[i]
+
+    rehearsal_stream = rehearsal_rows() if rehearsal else None
     started, wall0, tokens_seen = time.time(), time.perf_counter(), 0
     for step in range(total_steps):
         lr = lr_at(step, settings.learning_rate, settings.warmup_steps, total_steps, settings.min_lr_ratio)
@@ -102,6 +124,14 @@ def train_dpo(
                 loss, margin = dpo_batch_loss(model, batch, ref_chosen[picked], ref_rejected[picked], beta,
                                               pad_id, device, sft_weight=recipe.dpo.sft_weight,
                                               share_prefix=share_prefix)
+            if rehearsal_stream is not None:
+                rows = [next(rehearsal_stream) for _ in range(data.rehearsal.per_batch)]
+                tokens_seen += sum(len(r) for r in rows)
+                ids, mask, labels = (t.to(device) for t in collate(rows, pad_id))
+                with computing():
+                    divergence = distillation_loss(model, TrainingMethod.base_side, ids, mask, labels,
+                                                   share_prefix=share_prefix)
+                loss = loss + data.rehearsal.weight * divergence
             (loss / settings.grad_accum).backward()
             step_loss += float(loss.detach()) / settings.grad_accum
             margins.append(margin.float().cpu())
@@ -138,6 +168,7 @@ def train_dpo(
         "train_curve": train_curve,
         "preference_curve": preference_curve,
         "examples": {"preferences": len(pairs), "validation": len(val_set)},
+        **({"rehearsal": rehearsal_record} if rehearsal_record else {}),
         "max_seq_len": settings.max_seq_len,
         "longest_example_tokens": longest,
         "device": device.type,
