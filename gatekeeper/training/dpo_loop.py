@@ -26,6 +26,7 @@ from gatekeeper.training.data import check_lengths, collate, encode, load_recipe
 from gatekeeper.training.distill import distillation_loss
 from gatekeeper.training.loop import VALIDATION_BATCH, StepInfo, TrainResult, _validation_loss, lr_at
 from gatekeeper.training.preference import dpo_batch_loss, encode_pairs, reference_logprobs
+from gatekeeper.training.rehearsal import rehearsal_for
 
 
 def train_dpo(
@@ -77,17 +78,10 @@ def train_dpo(
     with computing():
         ref_chosen, ref_rejected = reference_logprobs(model, pairs, pad_id, device, batch=VALIDATION_BATCH,
                                                       share_prefix=share_prefix)
-    rehearsal, rehearsal_record = [], None
-    if data.rehearsal is not None:  # mode distill (the recipe checks): the base is the adapter switched off
-        from gatekeeper.training.rehearsal import base_answers
-
-        with TrainingMethod.base_side(model), computing():
-            wanted = total_steps * settings.grad_accum * data.rehearsal.per_batch
-            rehearsal, rehearsal_record = base_answers(
-                model, tokenizer, root / data.rehearsal.prompts, wanted, data.rehearsal.max_new_tokens, settings.seed,
-                cache_key={"base": base.sha256, "method": recipe.method, "precision": precision, "device": device.type})
-        rehearsal_record.update(mode=data.rehearsal.mode, weight=data.rehearsal.weight)
-        check_lengths(rehearsal, settings.max_seq_len, root / data.rehearsal.prompts)
+    # mode distill (the recipe checks): the teacher is the adapter switched off, the base
+    rehearsal, rehearsal_record = rehearsal_for(recipe, root, model, tokenizer, base_sha256=base.sha256,
+                                                precision=precision, device_type=device.type, steps=total_steps,
+                                                base_side=TrainingMethod.base_side, computing=computing)
     val_batches = [tuple(t.to(device) for t in collate(val_set[i : i + VALIDATION_BATCH], pad_id))
                    for i in range(0, len(val_set), VALIDATION_BATCH)]
     with computing():

@@ -27,6 +27,7 @@ from gatekeeper.training.data import (
     load_recipe_data,
 )
 from gatekeeper.training.distill import distillation_loss
+from gatekeeper.training.rehearsal import rehearsal_for
 
 
 @dataclass
@@ -133,21 +134,12 @@ def train(
     def computing():
         return compute_precision(precision, device)
 
-    rehearsal, rehearsal_record = [], None
     distill = data.rehearsal is not None and data.rehearsal.mode == "distill"
-    if data.rehearsal is not None:
-        from gatekeeper.training.rehearsal import base_answers
-
-        # answered by the base itself: the adapter switched off (galore has not moved a weight yet)
-        model.eval()
-        with method.base_side(model), computing():
-            wanted = (settings.max_steps or 10**6) * settings.grad_accum * data.rehearsal.per_batch
-            rehearsal, rehearsal_record = base_answers(
-                model, tokenizer, root / data.rehearsal.prompts, wanted, data.rehearsal.max_new_tokens, settings.seed,
-                cache_key={"base": base.sha256, "method": recipe.method, "precision": precision, "device": device.type})
-            rehearsal_record.update(mode=data.rehearsal.mode, **({"weight": data.rehearsal.weight} if distill else {}))
-        model.train()
-        check_lengths(rehearsal, settings.max_seq_len, root / data.rehearsal.prompts)
+    # answered by the base itself: the adapter switched off (galore has not moved a weight yet)
+    rehearsal, rehearsal_record = rehearsal_for(recipe, root, model, tokenizer, base_sha256=base.sha256,
+                                                precision=precision, device_type=device.type,
+                                                steps=settings.max_steps, base_side=method.base_side,
+                                                computing=computing)
 
     per_epoch = math.ceil(len(train_set) / (settings.batch_size * settings.grad_accum))
     total_steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)

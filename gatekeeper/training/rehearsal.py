@@ -19,7 +19,7 @@ from gatekeeper._util.files import write_atomic
 from gatekeeper._util.hashing import sha256_file, sha256_json
 from gatekeeper.bundle.base import cache_root
 from gatekeeper.bundle.goldens import load_jsonl
-from gatekeeper.training.data import Encoded
+from gatekeeper.training.data import Encoded, check_lengths
 
 
 def base_answers(model, tokenizer, path: Path, count: int, max_new_tokens: int, seed: int,
@@ -73,3 +73,25 @@ def _read(stored: Path | None, expected: int) -> list[list[int]] | None:
     valid = isinstance(answers, list) and len(answers) == expected and all(
         isinstance(a, list) and all(isinstance(t, int) for t in a) for a in answers)
     return answers if valid else None
+
+
+def rehearsal_for(recipe, root: Path, model, tokenizer, *, base_sha256: str, precision: str, device_type: str,
+                  steps: int | None, base_side, computing) -> tuple[list[Encoded], dict | None]:
+    """The recipe's rehearsal rows, answered by the base (``base_side``: the adapter switched off, in
+    eval mode) before the first step, and their record; ([], None) without ``data.rehearsal``.
+    ``steps`` bounds how many rows a run can use (None: the whole pool)."""
+    rehearsal = recipe.data.rehearsal
+    if rehearsal is None:
+        return [], None
+    settings = recipe.training
+    training = model.training
+    model.eval()
+    with base_side(model), computing():
+        wanted = (steps or 10**6) * settings.grad_accum * rehearsal.per_batch
+        rows, record = base_answers(
+            model, tokenizer, root / rehearsal.prompts, wanted, rehearsal.max_new_tokens, settings.seed,
+            cache_key={"base": base_sha256, "method": recipe.method, "precision": precision, "device": device_type})
+    model.train(training)
+    record.update(mode=rehearsal.mode, **({"weight": rehearsal.weight} if rehearsal.mode == "distill" else {}))
+    check_lengths(rows, settings.max_seq_len, root / rehearsal.prompts)
+    return rows, record
