@@ -51,7 +51,10 @@ def main() -> int:
     parser.add_argument("--engine", choices=["server", "vllm"], default="server")
     args = parser.parse_args()
 
-    prepared = prepare(args.bundle or newest_bundle(), device="cpu" if args.engine == "server" else None)
+    # The CPU server computes in float32: so does the reference here, or the answers would differ by
+    # bfloat16 rounding (on a CPU with AVX512-BF16, dtype auto), not by how the engine serves the adapter.
+    prepared = prepare(args.bundle or newest_bundle(), device="cpu" if args.engine == "server" else None,
+                       serving={"dtype": "float32"} if args.engine == "server" else None)
     hf = prepared.runtime
     requests = [prepared.plan.ctx.task_request(item) for item in prepared.bundle.golden["eval"][: args.limit]]
     print(f"{prepared.bundle.manifest.name} v{prepared.bundle.manifest.version}: {len(requests)} prompts, "
