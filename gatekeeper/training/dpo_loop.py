@@ -24,7 +24,7 @@ from gatekeeper.bundle.recipe import Recipe
 from gatekeeper.errors import RecipeError
 from gatekeeper.training.data import check_lengths, collate, encode, load_recipe_data
 from gatekeeper.training.distill import distillation_loss
-from gatekeeper.training.loop import VALIDATION_BATCH, StepInfo, TrainResult, _validation_loss, lr_at
+from gatekeeper.training.loop import VALIDATION_BATCH, StepInfo, TrainResult, _validation_loss, examples, lr_at
 from gatekeeper.training.preference import dpo_batch_loss, encode_pairs, reference_logprobs
 from gatekeeper.training.rehearsal import rehearsal_for
 
@@ -89,21 +89,11 @@ def train_dpo(
     train_curve: list[list[float]] = []
     preference_curve: list[list[float]] = []  # [step, share of pairs with a positive margin, mean margin]
 
-    order = torch.Generator().manual_seed(settings.seed)
-
-    def indices():  # pairs in a fresh seeded order each epoch
-        while True:
-            yield from torch.randperm(len(pairs), generator=order).tolist()
-
-    stream = indices()
-    rehearsal_order = torch.Generator().manual_seed(settings.seed + 1)  # its own: it cannot shift the pairs' order
-
-    def rehearsal_rows():
-        while True:
-            for i in torch.randperm(len(rehearsal), generator=rehearsal_order).tolist():
-                yield rehearsal[i]
-
-    rehearsal_stream = rehearsal_rows() if rehearsal else None
+    # pair indices (the reference's values are looked up by them), in a fresh seeded order each epoch
+    stream = examples(range(len(pairs)), torch.Generator().manual_seed(settings.seed))
+    rehearsal_stream = None
+    if rehearsal:  # its own generator: it cannot shift the pairs' order
+        rehearsal_stream = examples(rehearsal, torch.Generator().manual_seed(settings.seed + 1))
     started, wall0, tokens_seen = time.time(), time.perf_counter(), 0
     for step in range(total_steps):
         lr = lr_at(step, settings.learning_rate, settings.warmup_steps, total_steps, settings.min_lr_ratio)

@@ -60,6 +60,22 @@ def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> 
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def examples(pool, generator, skip: int = 0):
+    """An endless stream of ``pool``'s items, reshuffled each epoch with the seeded generator.
+
+    A resumed run skips what was consumed, replaying the permutations, so the
+    generator and the order continue exactly where the interrupted run stopped.
+    """
+    import torch
+
+    while True:
+        for index in torch.randperm(len(pool), generator=generator).tolist():
+            if skip:
+                skip -= 1
+                continue
+            yield pool[index]
+
+
 def _validation_loss(model, batches, share_prefix: bool = True) -> float:
     import torch
 
@@ -151,19 +167,6 @@ def train(
         tuple(t.to(device) for t in collate(val_set[i : i + val_batch], pad_id))
         for i in range(0, len(val_set), val_batch)
     ]
-
-    def examples(pool, generator, skip: int = 0):
-        """An endless stream of examples, reshuffled each epoch with the seeded generator.
-
-        A resumed run skips what was consumed, replaying the permutations, so the
-        generator and the order continue exactly where the interrupted run stopped.
-        """
-        while True:
-            for index in torch.randperm(len(pool), generator=generator).tolist():
-                if skip:
-                    skip -= 1
-                    continue
-                yield pool[index]
 
     def snapshot() -> dict:
         return {n: p.detach().clone() for n, p in trainable.items()}
