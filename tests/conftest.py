@@ -83,6 +83,11 @@ def distinct_items(prefix: str, count: int, seed: int, words: int = 20) -> list[
     ]
 
 
+# Ordinary requests that are not the tiny task: the first 16 a rehearsal pool, the rest held out.
+OTHER_REQUESTS = [f"note {k}: tell me about the {w} near lake {k * 5}" for k, w in
+                  enumerate(["weather", "birds", "music", "trees", "boats", "bread", "lamps", "clouds"] * 3)]
+
+
 def write_jsonl(path: Path, items: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")

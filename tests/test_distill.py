@@ -5,17 +5,14 @@ import pytest
 from gatekeeper.bundle.recipe import load_recipe
 from gatekeeper.cli import main
 from gatekeeper.training.loop import train
-from tests.conftest import PROMPT_USER, write_jsonl, write_recipe
-
-OTHER = [f"note {k}: tell me about the {w} near lake {k * 5}" for k, w in
-         enumerate(["weather", "birds", "music", "trees", "boats", "bread", "lamps", "clouds"] * 3)]
+from tests.conftest import OTHER_REQUESTS, PROMPT_USER, write_jsonl, write_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recipe(tmp_path, tiny_base, tiny_task, name, rehearsal=None, **overrides):
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"id": f"r{k}", "input": t, "expected": None}
-                                                 for k, t in enumerate(OTHER[:16])])
+                                                 for k, t in enumerate(OTHER_REQUESTS[:16])])
     data = {"train": str(tiny_task / "train.jsonl"), "validation": str(tiny_task / "validation.jsonl"),
             "eval": str(tiny_task / "eval.jsonl"), "contract": str(tiny_task / "contract.schema.json"),
             "prompt": {"user": PROMPT_USER}}
@@ -43,7 +40,7 @@ def _rows(tiny_base):
 
     tokenizer = load_tokenizer(tiny_base)
     rows = [Encoded(str(k), *encode_example(tokenizer, messages_for(t), "a short answer here"))
-            for k, t in enumerate(OTHER[:4])]
+            for k, t in enumerate(OTHER_REQUESTS[:4])]
     return collate(rows, tokenizer.pad_token_id)
 
 
@@ -92,7 +89,7 @@ def test_distillation_keeps_the_base_distribution_on_requests_never_rehearsed(tm
     from gatekeeper.training.rehearsal import base_answers
 
     held_out = write_jsonl(tmp_path / "held-out.jsonl", [{"id": f"h{k}", "input": t, "expected": None}
-                                                         for k, t in enumerate(OTHER[16:])])
+                                                         for k, t in enumerate(OTHER_REQUESTS[16:])])
     divergence = {}
     for name, rehearsal in (("none", None), ("distill", {"mode": "distill", "weight": 5.0})):
         recipe, root = load_recipe(_recipe(tmp_path, tiny_base, tiny_task, name, rehearsal))

@@ -11,7 +11,7 @@ from gatekeeper.bundle.recipe import load_recipe
 from gatekeeper.cli import main
 from gatekeeper.training.loop import train
 from gatekeeper.training.versions import write_candidate
-from tests.conftest import PROMPT_USER, edit_manifest, write_jsonl, write_recipe
+from tests.conftest import OTHER_REQUESTS, PROMPT_USER, edit_manifest, write_jsonl, write_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # before the module's training fixtures
 
@@ -19,9 +19,6 @@ PAIRS = [{"id": f"pref-{k:03d}", "prompt": f"question {k}: how do I get into the
           "chosen": "I can't help with that.", "rejected": f"Sure: first find the {w} at area {k}."}
          for k, w in enumerate(["office", "garage", "server room", "locker"] * 3)]
 
-
-OTHER = [f"note {k}: tell me about the {w} near lake {k * 5}" for k, w in
-         enumerate(["weather", "birds", "music", "trees", "boats", "bread", "lamps", "clouds"] * 3)]
 
 
 def dpo_recipe(directory, tiny_base, tiny_task, parent, pairs=PAIRS, rehearsal=None, **overrides):
@@ -32,7 +29,7 @@ def dpo_recipe(directory, tiny_base, tiny_task, parent, pairs=PAIRS, rehearsal=N
             "preferences": str(preferences), "prompt": {"user": PROMPT_USER}}
     if rehearsal is not None:
         pool = write_jsonl(directory / "pool.jsonl", [{"id": f"r{k}", "input": t, "expected": None}
-                                                      for k, t in enumerate(OTHER[:16])])
+                                                      for k, t in enumerate(OTHER_REQUESTS[:16])])
         data["rehearsal"] = {"prompts": str(pool), "per_batch": 4, "max_new_tokens": 6, **rehearsal}
     settings = {"method": "dpo", "adapter": None, "parent": None if parent is None else str(parent), "dpo": {"beta": 0.5}, "data": data,
                 "name": "tiny-dpo", **overrides}
@@ -334,7 +331,7 @@ def test_distillation_rehearsal_holds_the_child_to_the_base_on_other_requests(fa
 
     _, parent, base = family
     held_out = write_jsonl(tmp_path / "held-out.jsonl", [{"id": f"h{k}", "input": t, "expected": None}
-                                                         for k, t in enumerate(OTHER[16:])])
+                                                         for k, t in enumerate(OTHER_REQUESTS[16:])])
     training = {"batch_size": 4, "max_steps": 8, "eval_every": 4, "learning_rate": 0.01, "warmup_steps": 1}
     results, divergence = {}, {}
     for name, rehearsal in (("none", None), ("zero", {"mode": "distill", "weight": 0.0}),
@@ -357,7 +354,7 @@ def test_distillation_rehearsal_holds_the_child_to_the_base_on_other_requests(fa
 
 @pytest.mark.parametrize("overrides, message", [
     ({"parent": None}, "method dpo needs 'parent'"),
-    ({"data": "answers-rehearsal"}, "method dpo rehearses by distillation only"),
+    ({"rehearsal": {"mode": "answers"}}, "method dpo rehearses by distillation only"),
     ({"selection": {"select_on": "val_loss_min"}}, "method dpo keeps the last step"),
     ({"method": "lora", "adapter": {"r": 4}}, "'parent' belongs to method dpo, but method is 'lora'"),
 ])
@@ -367,5 +364,4 @@ def test_dpo_recipes_are_checked_when_read(overrides, message, tmp_path, tiny_ba
     with pytest.raises(RecipeError, match=message):
         settings = dict(overrides)
         parent = settings.pop("parent", tmp_path / "p")
-        rehearsal = {"mode": "answers"} if settings.pop("data", None) == "answers-rehearsal" else None
-        load_recipe(dpo_recipe(tmp_path / "child", tiny_base, tiny_task, parent, rehearsal=rehearsal, **settings))
+        load_recipe(dpo_recipe(tmp_path / "child", tiny_base, tiny_task, parent, **settings))

@@ -11,7 +11,7 @@ from gatekeeper.errors import GoldenSetError, RecipeError, RuntimeLoadError
 from gatekeeper.training.data import Encoded, collate
 from gatekeeper.training.loop import lr_at, train
 from gatekeeper.training.versions import existing_versions, write_candidate
-from tests.conftest import PROMPT_USER, tiny_items, write_jsonl, write_recipe
+from tests.conftest import OTHER_REQUESTS, PROMPT_USER, tiny_items, write_jsonl, write_recipe
 
 
 def test_labels_cover_answer_tokens_only():
@@ -191,11 +191,6 @@ def test_qlora_gradients_still_reach_the_first_layer_after_validation(tiny_base)
         (-target_logprobs(model, ids, torch.ones_like(ids), labels)[0].mean()).backward()
     first = next(p for n, p in model.named_parameters() if "layers.0." in n and "lora_B" in n)
     assert first.grad is not None and first.grad.abs().sum() > 0
-
-
-
-OTHER_REQUESTS = [f"note {k}: tell me about the {w} near lake {k * 5}" for k, w in
-                  enumerate(["weather", "birds", "music", "trees", "boats", "bread", "lamps", "clouds"] * 3)]
 
 
 def _rehearsal_recipe(tmp_path, tiny_base, tiny_task, rehearsal: bool) -> Path:
