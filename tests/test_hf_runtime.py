@@ -1,5 +1,7 @@
 """The Hugging Face runtime on a tiny model: batching, adapter toggling, log-likelihoods."""
 
+import os
+
 import pytest
 
 from gatekeeper.bundle.base import resolve_base
@@ -130,3 +132,16 @@ def test_rows_of_one_template_run_together_and_pad_little():
     # padding the 32-token ticket to the 63-token one would waste a third of the chunk
     assert [5] in chunks
     assert [0, 4, 7] in chunks and [2] in chunks
+
+
+def test_cpu_kernels_limited_to_avx2_resolve_auto_to_float32():
+    """What ATen dispatches to decides, not only the chip: with its kernels held to AVX2 an
+    AVX512-BF16 machine has no native bfloat16 products, and ``auto`` must not pick them."""
+    import subprocess
+    import sys
+
+    probe = ("import torch; from gatekeeper.runtime.hf.modeling import resolve_dtype; "
+             "print(torch.backends.cpu.get_cpu_capability(), resolve_dtype('auto', torch.device('cpu')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}).stdout.split()
+    assert out == ["AVX2", "float32"]

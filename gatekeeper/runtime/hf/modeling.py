@@ -146,6 +146,10 @@ def has_fast_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
+        # The chip's features, and the kernels ATen really dispatches to: ATEN_CPU_CAPABILITY=avx2
+        # (with ONEDNN_MAX_CPU_ISA=AVX2) makes an AVX512-BF16 machine compute as an AVX2-only one does.
+        if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+            return False
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch's own CPU feature probes
         return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
     return False
