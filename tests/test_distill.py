@@ -33,15 +33,20 @@ def _lora(tiny_base, init_lora_weights):
         r=4, target_modules="all-linear", init_lora_weights=init_lora_weights, task_type="CAUSAL_LM"))
 
 
-def _rows(tiny_base):
+def _encoded(tiny_base, count: int = 4, answers=("a short answer here",)):
     from gatekeeper.bundle.manifest import messages_for
     from gatekeeper.runtime.prompts import encode_example, load_tokenizer
-    from gatekeeper.training.data import Encoded, collate
+    from gatekeeper.training.data import Encoded
 
     tokenizer = load_tokenizer(tiny_base)
-    rows = [Encoded(str(k), *encode_example(tokenizer, messages_for(t), "a short answer here"))
-            for k, t in enumerate(OTHER_REQUESTS[:4])]
-    return collate(rows, tokenizer.pad_token_id)
+    return [Encoded(str(k), *encode_example(tokenizer, messages_for(t), answers[k % len(answers)]))
+            for k, t in enumerate(OTHER_REQUESTS[:count])], tokenizer.pad_token_id
+
+
+def _rows(tiny_base):
+    from gatekeeper.training.data import collate
+
+    return collate(*_encoded(tiny_base))
 
 
 def test_the_loss_is_zero_with_the_adapter_off_and_positive_with_it_on(tiny_base):
@@ -63,6 +68,39 @@ def test_the_loss_is_zero_with_the_adapter_off_and_positive_with_it_on(tiny_base
     # the teacher is the base even while the student is not: switching the adapter off is undone after
     with torch.no_grad():
         assert float(distillation_loss(moved, TrainingMethod.base_side, ids, mask, labels)) == pytest.approx(float(on.detach()))
+
+
+def test_the_base_states_computed_once_give_the_loss_and_gradients_of_running_the_base(tiny_base):
+    """What each step reads from ``BaseTeacher`` is what running the base on that batch gives,
+    whatever rows the batch draws and in whatever order."""
+    import contextlib
+
+    import torch
+
+    from gatekeeper.training.data import collate
+    from gatekeeper.training.distill import BaseTeacher, distillation_loss
+    from gatekeeper.training.methods.base import TrainingMethod
+
+    rows, pad_id = _encoded(tiny_base, 8, answers=("yes", "a short answer here", "the longest answer of them all, by far"))
+    moved = _lora(tiny_base, init_lora_weights=False)
+    teacher = BaseTeacher(moved, TrainingMethod.base_side, rows, pad_id, torch.device("cpu"), contextlib.nullcontext)
+    assert sorted(teacher.states) == sorted(r.id for r in rows)
+    batch = [rows[6], rows[1], rows[4], rows[3]]  # not the order, nor the company, the states were computed in
+    ids, mask, labels = collate(batch, pad_id)
+    losses, grads = [], []
+    for hidden in (None, teacher.hidden(batch)):
+        moved.zero_grad()
+        loss = distillation_loss(moved, TrainingMethod.base_side, ids, mask, labels, teacher_hidden=hidden)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append({n: p.grad.clone() for n, p in moved.named_parameters() if p.requires_grad})
+    assert losses[0] > 1e-4 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6)
+    # the rows are told apart: row 0 answers as row 3 does, to another request, and its states do not fit
+    wrong = distillation_loss(moved, TrainingMethod.base_side, ids, mask, labels,
+                              teacher_hidden=teacher.hidden([rows[6], rows[1], rows[4], rows[0]]))
+    assert float(wrong.detach()) != pytest.approx(losses[0], rel=1e-3)
 
 
 def test_weight_zero_trains_exactly_as_no_rehearsal(tmp_path, tiny_base, tiny_task):

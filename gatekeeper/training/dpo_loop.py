@@ -23,7 +23,7 @@ from gatekeeper.bundle.goldens import load_preferences
 from gatekeeper.bundle.recipe import Recipe
 from gatekeeper.errors import RecipeError
 from gatekeeper.training.data import check_lengths, collate, encode, load_recipe_data
-from gatekeeper.training.distill import distillation_loss
+from gatekeeper.training.distill import BaseTeacher, distillation_loss
 from gatekeeper.training.loop import VALIDATION_BATCH, StepInfo, TrainResult, _validation_loss, examples, lr_at
 from gatekeeper.training.preference import dpo_batch_loss, encode_pairs, reference_logprobs
 from gatekeeper.training.rehearsal import rehearsal_for
@@ -82,6 +82,8 @@ def train_dpo(
     rehearsal, rehearsal_record = rehearsal_for(recipe, root, model, tokenizer, base_sha256=base.sha256,
                                                 precision=precision, device_type=device.type, steps=total_steps,
                                                 base_side=TrainingMethod.base_side, computing=computing)
+    teacher = BaseTeacher(model, TrainingMethod.base_side, rehearsal, pad_id, device, computing,
+                          share_prefix=share_prefix) if rehearsal else None
     val_batches = [tuple(t.to(device) for t in collate(val_set[i : i + VALIDATION_BATCH], pad_id))
                    for i in range(0, len(val_set), VALIDATION_BATCH)]
     with computing():
@@ -114,7 +116,7 @@ def train_dpo(
                 ids, mask, labels = (t.to(device) for t in collate(rows, pad_id))
                 with computing():
                     divergence = distillation_loss(model, TrainingMethod.base_side, ids, mask, labels,
-                                                   share_prefix=share_prefix)
+                                                   share_prefix=share_prefix, teacher_hidden=teacher.hidden(rows))
                 loss = loss + data.rehearsal.weight * divergence
             (loss / settings.grad_accum).backward()
             step_loss += float(loss.detach()) / settings.grad_accum

@@ -26,7 +26,7 @@ from gatekeeper.training.data import (
     labelled_weights,
     load_recipe_data,
 )
-from gatekeeper.training.distill import distillation_loss
+from gatekeeper.training.distill import BaseTeacher, distillation_loss
 from gatekeeper.training.rehearsal import rehearsal_for
 
 
@@ -161,6 +161,8 @@ def train(
     total_steps = settings.max_steps or math.ceil(settings.epochs * per_epoch)
     order_gen = torch.Generator().manual_seed(settings.seed)
     pad_id = tokenizer.pad_token_id
+    teacher = BaseTeacher(model, method.base_side, rehearsal, pad_id, device, computing,
+                          share_prefix=share_prefix) if distill and rehearsal else None
     # Validation keeps no activations for a backward pass, so it runs in larger batches.
     val_batch = max(settings.batch_size, VALIDATION_BATCH)
     val_batches = [
@@ -218,7 +220,7 @@ def train(
                 with computing():
                     if index == 1 and distill:
                         divergence = distillation_loss(model, method.base_side, ids, mask, labels,
-                                                       share_prefix=share_prefix)
+                                                       share_prefix=share_prefix, teacher_hidden=teacher.hidden(group))
                     else:
                         chosen.append(target_logprobs(model, ids, mask, labels, share_prefix=share_prefix)[0])
                         weights.append(labelled_weights(group))
