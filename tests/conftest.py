@@ -325,8 +325,9 @@ def demo_candidate(tmp_path_factory):
     for key in ("train", "validation", "eval", "contract"):
         recipe["data"][key] = str((recipe_path.parent / recipe["data"][key]).resolve())
     recipe["data"]["extra"] = {}
-    rehearsal = recipe["data"]["rehearsal"]
-    rehearsal["prompts"] = str((recipe_path.parent / rehearsal["prompts"]).resolve())
+    if recipe["data"].get("rehearsal"):
+        rehearsal = recipe["data"]["rehearsal"]
+        rehearsal["prompts"] = str((recipe_path.parent / rehearsal["prompts"]).resolve())
     # The demo runs every gate (minutes more on a CPU); this test pins the task path.
     recipe["gates"] = [g for g in recipe["gates"]
                        if g["name"] in ("json_parse", "task_accuracy", "template_drift") and "id" not in g]
