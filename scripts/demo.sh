@@ -11,7 +11,7 @@ GK=${GK:-.venv/bin/gatekeeper}
 NAME=support-ticket-json
 started=$(date +%s)
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1m== %s\033[0m  (at %d s)\n' "$*" "$(( $(date +%s) - started ))"; }
 check() {  # check BUNDLE EXPECTED_EXIT: 0 ships, 1 rejected; anything else stops the demo
   local code=0
   "$GK" check "$1" || code=$?
