@@ -74,3 +74,25 @@ def test_scored_labels_agree_with_the_labels_greedy_answers_write(ranked_candida
             compared += 1
             assert labels[row.index(max(row))] == parsed["priority"], (text, row)
     assert compared >= len(items) // 2, compared
+
+
+def test_an_adapter_that_never_says_one_label_fails_the_per_label_floor():
+    """Right on every ticket but the low ones: the average gains, one label is starved."""
+    def never_low(text):
+        answer = json.loads(perfect(text))
+        if answer["priority"] == "low":
+            answer["priority"] = "medium"
+        return json.dumps(answer)
+
+    runtime = FakeRuntime({"base": chatty, "adapter": never_low})
+    plain, floored = run_gates(make_bundle(ITEMS), build(("task_accuracy", {}, True),
+                                                         ("task_accuracy", {"min_label_accuracy": 0.25}, True)), runtime)
+    assert plain.status == "passed"
+    assert floored.status == "failed" and "below the per-label floor: low 0.0%" in floored.summary
+    assert floored.details["per_label_accuracy"]["low"]["adapter"] == 0.0
+    assert "every label >= 25% right" in floored.rule
+
+
+def test_a_per_label_floor_outside_zero_to_one_is_a_parameter_error():
+    with pytest.raises(GateParameterError, match="min_label_accuracy must be between 0 and 1, got 25"):
+        build(("task_accuracy", {"min_label_accuracy": 25.0}, True))
