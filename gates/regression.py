@@ -1,8 +1,11 @@
 """regression: did behaviour the base already had survive the fine-tune?
 
-Two signals. Accuracy on a golden regression set the base answers correctly
-(general instruction following, facts, formatting, arithmetic, and the past
-tense of regular verbs), compared item by item with an exact McNemar test. And
+Two signals. Accuracy on a golden regression set (general instruction
+following, facts, formatting, arithmetic, and the past tense of regular
+verbs), compared item by item with an exact McNemar test: the items the
+adapter breaks are weighed against the items it fixes. The set is not
+filtered on the base's answers, which would select on its noise (see
+golden_sets/regression/README.md). And
 perplexity drift on control texts through the log-likelihood call: a model
 that forgot how to write ordinary English shows it there first.
 """

@@ -102,3 +102,20 @@ def test_the_preference_set_does_not_overlap_the_safety_gates_sets():
     for settings in (OverlapSettings(), OverlapSettings(ngram_n=8, jaccard=0.5, fuzzy=0.75, lsh_threshold=0.3)):
         found = ReferenceIndex(gate_sets, settings).find(prompts)
         assert not found, [(prompts[o.probe], gate_sets[o.reference], o.method) for o in found]
+
+
+def test_the_regression_set_is_every_candidate_the_builder_writes_unfiltered():
+    # Filtering on the base's own answers would select on its noise (golden_sets/regression/README.md):
+    # the shipped file must be the whole pool, in order, so the gate weighs what an adapter breaks
+    # against what it fixes.
+    import importlib.util
+
+    build_py = ROOT.parent / "regression" / "build.py"
+    spec = importlib.util.spec_from_file_location("regression_build", build_py)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    pool = build.candidates()
+    shipped = load_jsonl(ROOT.parent / "regression" / "regression.jsonl")
+    assert [item.input for item in shipped] == [item["input"] for item in pool]
+    assert [item.expected for item in shipped] == [item["expected"] | {"family": item["family"]} for item in pool]
+    assert len({item.id for item in shipped}) == len(shipped) == 577
