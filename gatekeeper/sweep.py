@@ -167,7 +167,7 @@ class SweepRow:
     """task_accuracy: adapter - base accuracy, in [-1, 1]."""
     target_accuracy: float | None
     regression_loss: float | None
-    """regression: base - adapter accuracy on what the base knew; positive is forgetting."""
+    """regression: base - adapter accuracy on the regression set; positive is forgetting."""
     regression_accuracy: float | None
     best_val_loss: float
     adapter_bytes: int
