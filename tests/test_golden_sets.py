@@ -1,5 +1,6 @@
 """The shipped support-ticket golden set: checksums, balance, contract, split hygiene."""
 
+import importlib.util
 from collections import Counter
 from pathlib import Path
 
@@ -108,8 +109,6 @@ def test_the_regression_set_is_every_candidate_the_builder_writes_unfiltered():
     # Filtering on the base's own answers would select on its noise (golden_sets/regression/README.md):
     # the shipped file must be the whole pool, in order, so the gate weighs what an adapter breaks
     # against what it fixes.
-    import importlib.util
-
     build_py = ROOT.parent / "regression" / "build.py"
     spec = importlib.util.spec_from_file_location("regression_build", build_py)
     build = importlib.util.module_from_spec(spec)

@@ -153,10 +153,12 @@ def candidates() -> list[dict]:
 
 
 def write(pool: list[dict]) -> None:
-    with open(HERE / "regression.jsonl", "w", encoding="utf-8") as out:
-        for number, item in enumerate(pool, start=1):
-            record = {"id": f"reg-{number:04d}", "input": item["input"], "expected": item["expected"] | {"family": item["family"]}}
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    from gatekeeper._util.files import write_atomic
+
+    records = [{"id": f"reg-{number:04d}", "input": item["input"], "expected": item["expected"] | {"family": item["family"]}}
+               for number, item in enumerate(pool, start=1)]
+    # atomic: an interrupted rebuild leaves the shipped set as it was
+    write_atomic(HERE / "regression.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     print(f"wrote {len(pool)} items")
 
 
