@@ -42,3 +42,10 @@ def test_converted_base_is_cached_and_reused(demo_candidate):
     assert resolved.path == cache_root() / "models" / digest
     assert (resolved.path / "model.safetensors").is_file()
     assert not list(resolved.path.glob("*.bin"))
+
+
+def test_the_adapter_names_its_base_as_the_recipe_does_not_by_a_path_of_this_machine(demo_candidate):
+    # peft would write the directory the base loaded from: the converted GGUF in this machine's cache
+    bundle, _ = demo_candidate
+    config = json.loads((bundle / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "smollm2-135m-instruct"

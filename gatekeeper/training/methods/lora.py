@@ -82,6 +82,10 @@ def build(recipe: Recipe, base: ResolvedBase, precision: str = "float32"):
 
 
 def save(result, adapter_dir: Path) -> Saved:
+    # peft records the directory the base was loaded from: for the embedded base, this machine's
+    # cache. A bundle travels, so its adapter names the base as the recipe does (bundle.yaml pins the hashes).
+    for config in result.model.peft_config.values():
+        config.base_model_name_or_path = result.base.ref
     result.model.save_pretrained(adapter_dir, safe_serialization=True)
     return Saved(adapter_dir / "adapter_model.safetensors", {})
 
