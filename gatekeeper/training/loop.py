@@ -209,16 +209,16 @@ def train(
         step_loss = 0.0
         for _ in range(settings.grad_accum):
             batch: list[Encoded] = [next(stream) for _ in range(settings.batch_size)]
-            groups = [batch]
+            groups = [(batch, False)]  # (rows, rehearsal?)
             if rehearsal_stream is not None:  # its own group: rows of one template share their prefix
-                groups.append([next(rehearsal_stream) for _ in range(data.rehearsal.per_batch)])
+                groups.append(([next(rehearsal_stream) for _ in range(data.rehearsal.per_batch)], True))
             chosen, weights, divergence = [], [], None
-            for index, group in enumerate(groups):
+            for group, rehearsing in groups:
                 ids, mask, labels = collate(group, pad_id)
                 tokens_seen += int(mask.sum())  # counted before the copy: no wait for the device
                 ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
                 with computing():
-                    if index == 1 and distill:
+                    if rehearsing and distill:
                         divergence = distillation_loss(model, method.base_side, ids, mask, labels,
                                                        share_prefix=share_prefix, teacher_hidden=teacher.hidden(group))
                     else:
