@@ -227,6 +227,29 @@ def test_html_writes_the_same_page(tmp_path, tiny_base, task, capsys, no_model):
     assert not [p for p in page.parent.iterdir() if p.name.startswith(".")]  # the staging file is gone
 
 
+def test_field_weights_are_shown_on_the_tokens_training_weighs(tmp_path, tiny_base, task, capsys, no_model):
+    recipe_path = write_recipe(tmp_path / "r", tiny_base, task, training={"field_weights": {"priority": 4}})
+    code, out, err = _inspect(capsys, recipe_path, "--examples", 1)
+    assert code == 0 and not err, err
+    recipe, _ = load_recipe(recipe_path)
+    item = load_jsonl(task / "train.jsonl")[0]
+    trained = encode([item], _tokenizer(tiny_base), recipe.data.prompt, recipe.training.field_weights)[0]
+    view = inspect_path(recipe_path, examples=1).examples[0]
+    loss = [t for t in view.tokens if t.loss]
+    assert [t.weight for t in loss] == list(trained.answer_weights)  # the trainer's own weights, token by token
+    weighed = [t.text for t in loss if t.weight == 4]
+    assert weighed and item.expected["priority"] in "".join(weighed)
+    assert all(t.weight == 1 for t in view.tokens if not t.loss)
+    block = dict(EXAMPLE.findall(out))[item.id]
+    assert re.findall(r"⟦([^⟧]*)⟧×4", block) == weighed and block.count("×") == len(weighed)
+    assert "training.field_weights: priority ×4; the train split only" in out
+    page = tmp_path / "inspect.html"
+    assert _inspect(capsys, recipe_path, "--examples", 1, "--html", page)[0] == 0
+    spans = [html.unescape(t) for t in re.findall(r'<span class="loss[^"]*"[^>]*>(.*?)</span>', page.read_text(), re.DOTALL)]
+    assert [t.removeprefix("⟦").removesuffix("⟧×4") for t in spans if t.endswith("×4")] == weighed
+    assert "training.field_weights: priority ×4; the train split only" in page.read_text()
+
+
 def _bad(tmp_path, tiny_base, task, case):
     items = tiny_items("train", 6)
     recipe = write_recipe(tmp_path / "r", tiny_base, task)
@@ -241,6 +264,9 @@ def _bad(tmp_path, tiny_base, task, case):
     elif case == "duplicate":
         items[5]["input"] = items[1]["input"].upper()
         expect = "bad.jsonl:6: duplicate input (same as line 2)"
+    elif case == "field weights":
+        return (write_recipe(tmp_path / "r", tiny_base, task, training={"field_weights": {"urgency": 2}}),
+                "training.field_weights names 'urgency', which no answer in")
     elif case == "rehearsal":
         data = yaml.safe_load(recipe.read_text())
         data["data"]["rehearsal"] = {"prompts": str(tmp_path / "no-pool.jsonl")}
@@ -251,7 +277,7 @@ def _bad(tmp_path, tiny_base, task, case):
     return recipe, expect
 
 
-@pytest.mark.parametrize("case", ["unknown key", "missing file", "contract", "duplicate", "rehearsal"])
+@pytest.mark.parametrize("case", ["unknown key", "missing file", "contract", "duplicate", "field weights", "rehearsal"])
 def test_what_training_refuses_is_one_line_and_exit_2_with_nothing_written(tmp_path, tiny_base, task, capsys,
                                                                             no_model, case):
     recipe, expect = _bad(tmp_path, tiny_base, task, case)

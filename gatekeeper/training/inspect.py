@@ -21,7 +21,15 @@ from gatekeeper.bundle.goldens import Contract, GoldenItem
 from gatekeeper.bundle.manifest import MANIFEST, PromptTemplate
 from gatekeeper.bundle.recipe import TrainingSettings
 from gatekeeper.errors import RecipeError, RuntimeLoadError
-from gatekeeper.training.data import Encoded, collate, encode, load_recipe_data, load_training_split, too_long
+from gatekeeper.training.data import (
+    Encoded,
+    check_field_weights,
+    collate,
+    encode,
+    load_recipe_data,
+    load_training_split,
+    too_long,
+)
 
 SPLITS = ("train", "validation", "eval")
 TRAINED = ("train", "validation")
@@ -38,6 +46,8 @@ class Token:
     """This token alone, decoded; where it is part of a character split across tokens, its raw piece."""
     loss: bool
     """Carries loss: ``collate`` labels it with its id, not -100 (the answer and its end-of-turn token)."""
+    weight: float = 1.0
+    """Its weight in the loss (``training.field_weights``, which only the train split is encoded with)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,8 @@ class Inspection:
     over_long: list[OverLong]
     """Train and validation examples longer than ``max_seq_len``, in file order: training refuses them."""
     notes: list[str] = field(default_factory=list)
+    field_weights: dict[str, float] = field(default_factory=dict)
+    """``training.field_weights``: the answer fields whose tokens weigh more in the train split's loss."""
 
     @property
     def refused(self) -> bool:
@@ -148,6 +160,7 @@ def inspect_recipe(path: str | Path, examples: int = 3) -> Inspection:
 
     recipe, root = load_recipe(path)
     checked = load_recipe_data(recipe.data, root)  # everything training refuses before it encodes
+    check_field_weights(recipe.training.field_weights, checked.train, root / recipe.data.train)
     method = get_method(recipe.method)
     if method.preflight is not None:  # settings the base cannot take (reads its config, not its weights)
         method.preflight(recipe, root)
@@ -155,7 +168,7 @@ def inspect_recipe(path: str | Path, examples: int = 3) -> Inspection:
     notes = _rehearsal_note(recipe)
     splits = {"train": checked.train, "validation": checked.validation, "eval": checked.eval}
     return _inspect("recipe", str(path), recipe.name, base, splits, checked.contract, recipe.data.prompt,
-                    recipe.training.max_seq_len, "the recipe", examples, notes)
+                    recipe.training.max_seq_len, "the recipe", examples, notes, recipe.training.field_weights)
 
 
 def inspect_bundle(path: str | Path, examples: int = 3) -> Inspection:
@@ -179,8 +192,9 @@ def inspect_bundle(path: str | Path, examples: int = 3) -> Inspection:
     else:
         max_seq_len, source = DEFAULT_MAX_SEQ_LEN, "the recipe default (the bundle carries no recipe)"
     base = resolve_base(manifest.base.ref, relative_to=bundle.root)
+    weights = bundle.recipe.training.field_weights if bundle.recipe is not None else {}
     return _inspect("bundle", str(path), f"{manifest.name} v{manifest.version}", base, splits, bundle.contract,
-                    manifest.task.prompt, max_seq_len, source, examples, notes)
+                    manifest.task.prompt, max_seq_len, source, examples, notes, weights)
 
 
 def _rehearsal_note(recipe) -> list[str]:
@@ -193,14 +207,16 @@ def _rehearsal_note(recipe) -> list[str]:
 
 
 def _inspect(kind, source, name, base, splits, contract: Contract, prompt: PromptTemplate, max_seq_len: int,
-             max_seq_len_from: str, examples: int, notes: list[str]) -> Inspection:
+             max_seq_len_from: str, examples: int, notes: list[str], field_weights: dict[str, float]) -> Inspection:
     from gatekeeper.runtime.prompts import load_tokenizer
 
     try:
         tokenizer = load_tokenizer(base.path)
     except (OSError, ValueError) as exc:  # a base directory without a usable tokenizer
         raise RuntimeLoadError(f"{base.path}: no tokenizer could be loaded ({first_line(exc)})") from None
-    encoded = {split: encode(items, tokenizer, prompt) for split, items in splits.items()}
+    # as the trainer encodes them: field weights on the train split only (validation is an unweighted loss)
+    encoded = {split: encode(items, tokenizer, prompt, field_weights if split == "train" else None)
+               for split, items in splits.items()}
     lines = {split: {item.id: item.line for item in items} for split, items in splits.items()}
     labels = {split: {item.id: label_of(item, contract) for item in items} for split, items in splits.items()}
 
@@ -223,7 +239,7 @@ def _inspect(kind, source, name, base, splits, contract: Contract, prompt: Promp
     views = [_view(shown_split, e, lines[shown_split][e.id], labels[shown_split][e.id], tokenizer, max_seq_len)
              for e in chosen]
     return Inspection(kind, source, name, base.ref, str(base.path), max_seq_len, max_seq_len_from, prompt,
-                      contract.label_field, views, lengths, over_long, notes)
+                      contract.label_field, views, lengths, over_long, notes, dict(field_weights))
 
 
 def label_of(item: GoldenItem, contract: Contract) -> str | None:
@@ -252,13 +268,18 @@ def _row(split: str, label: str | None, rows: list[Encoded], max_seq_len: int) -
 
 def _view(split: str, example: Encoded, line: int, label: str | None, tokenizer, max_seq_len: int) -> ExampleView:
     ids, _, labels = collate([example], tokenizer.pad_token_id)
-    tokens = [Token(int(i), token_text(tokenizer, int(i)), int(lab) != -100) for i, lab in zip(ids[0], labels[0])]
+    answer = example.answer_weights or (1.0,) * len(example.answer_ids)
+    weights = (1.0,) * len(example.prompt_ids) + answer  # the loss tokens are the answer's, in order
+    tokens = [Token(int(i), token_text(tokenizer, int(i)), int(lab) != -100, w)
+              for i, lab, w in zip(ids[0], labels[0], weights)]
     return ExampleView(split, example.id, line, label, tokens, len(example.prompt_ids), len(example.answer_ids),
                        max_seq_len)
 
 
 LOSS_OPEN, LOSS_CLOSE = "⟦", "⟧"
 """Around each token that carries loss, so the mask reads without colour (piped, or printed)."""
+WEIGHT = "×"
+"""After a loss token whose weight is not 1: ``⟦high⟧×8``."""
 SEPARATOR = "│"
 """Between two tokens that carry no loss."""
 CUT = "✂"
@@ -299,7 +320,8 @@ def pieces(view: ExampleView) -> list[Piece]:
             out.append(Piece(SEPARATOR, "separator", cut))
         text = visible(token.text)
         if token.loss:
-            out.append(Piece(f"{LOSS_OPEN}{text}{LOSS_CLOSE}", "loss", cut, token.id))
+            weight = f"{WEIGHT}{fmt_count(token.weight)}" if token.weight != 1 else ""
+            out.append(Piece(f"{LOSS_OPEN}{text}{LOSS_CLOSE}{weight}", "loss", cut, token.id))
         else:
             out.append(Piece(text, "token", cut, token.id))
     return out
