@@ -118,6 +118,9 @@ def _training_summary(bundle: LoadedBundle) -> dict:
         summary["train_curve"] = thin_curve(record["train_curve"])
     if bundle.recipe is not None:
         written = bundle.recipe.model_dump(mode="json", exclude_unset=True)  # what the recipe says, not defaults
+        parent = record.get("parent")
+        if not written.get("adapter") and isinstance(parent, dict) and isinstance(parent.get("adapter"), dict):
+            written["adapter"] = parent["adapter"]  # a dpo child trains its parent's adapter further
         # Flat "section.key" names, so two candidates' settings compare line by line.
         summary["hyperparameters"] = {
             f"{section}.{key}": value

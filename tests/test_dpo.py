@@ -219,7 +219,8 @@ def test_the_child_continues_its_parent_and_names_it(family, child):
     record = loaded.training_record
     assert record["parent"] == {"name": "tiny", "version": 1, "method": "lora", "path": "../tiny/v1",
                                 "manifest_sha256": sha256_file(parent / "bundle.yaml"),
-                                "signature": record["parent"]["signature"]}
+                                "signature": record["parent"]["signature"],
+                                "adapter": load_bundle(parent).recipe.adapter.model_dump(mode="json")}  # inherited
     assert record["parent"]["signature"].startswith("valid")
     # step 1 starts at the reference: every margin 0, every loss log 2
     assert record["train_curve"][0][1] == pytest.approx(math.log(2), abs=1e-5)
@@ -259,6 +260,8 @@ def test_history_and_diff_show_the_lineage(family, child, capsys):
     lineage = {row.field: row for row in diff_verdicts(read_verdict(reports["parent"]), read_verdict(reports["child"])).lineage}
     assert lineage["parent"].a == "—" and lineage["parent"].b.startswith("tiny v1 (bundle.yaml ")
     assert (lineage["method"].a, lineage["method"].b) == ("lora", "dpo")
+    for setting in ("adapter.r", "adapter.alpha", "adapter.dropout"):  # inherited, so the same on both sides
+        assert lineage[setting].a == lineage[setting].b != "—", setting
 
 
 def _tamper(bundle):

@@ -40,8 +40,14 @@ class Parent:
     def lineage(self, written: str) -> dict:
         """What the child's training record says of its parent: which version, exactly which bundle."""
         manifest = self.bundle.manifest
-        return {"name": manifest.name, "version": manifest.version, "method": manifest.adapter.method,
-                "manifest_sha256": self.bundle.manifest_sha256, "signature": self.signature, "path": written}
+        lineage = {"name": manifest.name, "version": manifest.version, "method": manifest.adapter.method,
+                   "manifest_sha256": self.bundle.manifest_sha256, "signature": self.signature, "path": written}
+        recipe = self.bundle.recipe
+        if recipe is not None and recipe.adapter is not None:
+            # the adapter settings the child inherits, as the parent's recipe wrote them: a diff of the two
+            # then reads them side by side instead of "—" for the child
+            lineage["adapter"] = recipe.adapter.model_dump(mode="json", exclude_unset=True)
+        return lineage
 
 
 def load_parent(recipe: Recipe, root: Path, base_sha256: str | None = None) -> Parent:
