@@ -46,10 +46,11 @@ class RecipeData:
     eval: list[GoldenItem]
 
 
-def load_recipe_data(data: DataSettings, root: Path) -> RecipeData:
+def load_recipe_data(data: DataSettings, root: Path, field_weights: dict[str, float] | None = None) -> RecipeData:
     """Every check training makes on the data before a model loads (``gatekeeper inspect`` makes the same):
     the contract, the two training splits (contract, repeated inputs), the eval split, the extra golden
-    sets and the rehearsal pool, each stopping at its first problem with file and line."""
+    sets and the rehearsal pool, each stopping at its first problem with file and line; with
+    ``field_weights`` (``training.field_weights``), that every field named is in some training answer."""
     contract = Contract.load(root / data.contract)
     train_items = load_training_split(root / data.train, contract)
     val_items = load_training_split(root / data.validation, contract)
@@ -58,6 +59,7 @@ def load_recipe_data(data: DataSettings, root: Path) -> RecipeData:
         load_jsonl(root / extra)
     if data.rehearsal is not None:  # read again when the base answers it; a bad file should not wait for the model
         load_jsonl(root / data.rehearsal.prompts)
+    check_field_weights(field_weights or {}, train_items, root / data.train)
     return RecipeData(contract, train_items, val_items, eval_items)
 
 

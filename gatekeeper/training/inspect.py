@@ -21,15 +21,7 @@ from gatekeeper.bundle.goldens import Contract, GoldenItem
 from gatekeeper.bundle.manifest import MANIFEST, PromptTemplate
 from gatekeeper.bundle.recipe import TrainingSettings
 from gatekeeper.errors import RecipeError, RuntimeLoadError
-from gatekeeper.training.data import (
-    Encoded,
-    check_field_weights,
-    collate,
-    encode,
-    load_recipe_data,
-    load_training_split,
-    too_long,
-)
+from gatekeeper.training.data import Encoded, collate, encode, load_recipe_data, load_training_split, too_long
 
 SPLITS = ("train", "validation", "eval")
 TRAINED = ("train", "validation")
@@ -159,8 +151,8 @@ def inspect_recipe(path: str | Path, examples: int = 3) -> Inspection:
     from gatekeeper.training.methods import get_method
 
     recipe, root = load_recipe(path)
-    checked = load_recipe_data(recipe.data, root)  # everything training refuses before it encodes
-    check_field_weights(recipe.training.field_weights, checked.train, root / recipe.data.train)
+    # everything training refuses before it encodes
+    checked = load_recipe_data(recipe.data, root, recipe.training.field_weights)
     method = get_method(recipe.method)
     if method.preflight is not None:  # settings the base cannot take (reads its config, not its weights)
         method.preflight(recipe, root)

@@ -19,7 +19,6 @@ from gatekeeper.bundle.recipe import Recipe
 from gatekeeper.errors import RecipeError
 from gatekeeper.training.data import (
     Encoded,
-    check_field_weights,
     check_lengths,
     collate,
     encode,
@@ -121,9 +120,8 @@ def train(
     settings = recipe.training
     data = recipe.data
     # Validate everything before the first step: a typo should cost seconds, not a run.
-    checked = load_recipe_data(data, root)
+    checked = load_recipe_data(data, root, settings.field_weights)
     train_items, val_items = checked.train, checked.validation
-    check_field_weights(settings.field_weights, train_items, root / data.train)
     base = resolve_base(recipe.base, relative_to=root)
     method = get_method(recipe.method)
     if method.preflight is not None:  # settings the base cannot take, from its config alone
