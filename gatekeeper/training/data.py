@@ -22,6 +22,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.prompt_ids) + len(self.answer_ids)
 
+    @property
+    def loss_weights(self) -> tuple[float, ...]:
+        """Each answer token's weight in the loss, 1 where no field weight applies."""
+        return self.answer_weights or (1.0,) * len(self.answer_ids)
+
 
 def load_training_split(path: Path, contract: Contract) -> list[GoldenItem]:
     """Load a split and stop at the first contract violation or repeated input, naming file and line."""
@@ -155,4 +160,4 @@ def labelled_weights(batch: list[Encoded]):
 
     if all(e.answer_weights is None for e in batch):
         return None
-    return torch.tensor([w for e in batch for w in (e.answer_weights or (1.0,) * len(e.answer_ids))])
+    return torch.tensor([w for e in batch for w in e.loss_weights])

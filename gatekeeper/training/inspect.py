@@ -260,8 +260,7 @@ def _row(split: str, label: str | None, rows: list[Encoded], max_seq_len: int) -
 
 def _view(split: str, example: Encoded, line: int, label: str | None, tokenizer, max_seq_len: int) -> ExampleView:
     ids, _, labels = collate([example], tokenizer.pad_token_id)
-    answer = example.answer_weights or (1.0,) * len(example.answer_ids)
-    weights = (1.0,) * len(example.prompt_ids) + answer  # the loss tokens are the answer's, in order
+    weights = (1.0,) * len(example.prompt_ids) + example.loss_weights  # the loss tokens are the answer's, in order
     tokens = [Token(int(i), token_text(tokenizer, int(i)), int(lab) != -100, w)
               for i, lab, w in zip(ids[0], labels[0], weights)]
     return ExampleView(split, example.id, line, label, tokens, len(example.prompt_ids), len(example.answer_ids),
